@@ -1,0 +1,276 @@
+"""Rules on the model, decided from the graph the trusted side rebuilt (Q&A 1 and 2)."""
+
+from grader.analysis.layers import HEAD_OPS, MAXPOOL_OPS, downstream_ops, followed_by_pointwise
+from grader.analysis.receptive_field import is_transition
+from grader.checks_api import rule
+
+
+@rule("no_maxpool", points=15)
+def test_no_maxpool(facts, check):
+    """No max pooling anywhere in the model"""
+    graph = facts.need("graph")
+    found = [n for n in graph.nodes if n.aten in MAXPOOL_OPS]
+    found += [layer.node for layer in facts.layers if layer.kind == "global_max"]
+    mentions = facts.sources.maxpool_lines if facts.sources else []
+    if found:
+        where = "; ".join(dict.fromkeys(n.where() for n in found))
+        check.fail(
+            f"max pooling runs in the model: {where}",
+            hint="replace each max pool with a 3x3 convolution with stride 2 (or a dilated convolution)",
+            layers=[n.where() for n in found],
+            source_mentions=mentions[:10],
+        )
+    note = f" ({len(mentions)} source line(s) mention it but it never runs)" if mentions else ""
+    check.passed(f"no max-pool operation in the executed graph{note}", source_mentions=mentions[:10])
+
+
+@rule("architecture", points=30)
+def test_architecture(facts, check):
+    """C1|C2|C3|C4|O: convolutions do every downsampling, three transitions"""
+    facts.need("graph")
+    rf = facts.need("rf")
+    spec = check.rule
+    wanted = int(spec.get("transitions", 3))
+    min_kernel = int(spec.get("min_transition_kernel", 3))
+    before_gap = [layer for layer in facts.layers if layer.node.name in _ancestors_or_self(facts, rf.at)]
+    reducers = [layer for layer in before_gap if is_transition(layer) or (layer.shrinks and layer.kind != "conv")]
+    pools = [layer for layer in reducers if layer.kind != "conv"]
+    if pools:
+        check.fail(
+            "the feature map is made smaller by pooling: "
+            + "; ".join(f"{p.describe()} at {p.node.where()}" for p in pools),
+            hint="do the downsampling with 3x3 convolutions with stride 2 (or dilated convolutions)",
+            transitions=[_row(layer) for layer in reducers],
+        )
+    by_size: dict[int, list] = {}
+    for layer in reducers:
+        by_size.setdefault(layer.out_hw[0], []).append(layer)
+    weak = [size for size, group in by_size.items() if not any(max(layer.k_eff) >= min_kernel for layer in group)]
+    if weak:
+        culprits = [layer for size in weak for layer in by_size[size]]
+        check.fail(
+            "downsampling by a convolution smaller than "
+            f"{min_kernel}x{min_kernel}: " + "; ".join(f"{c.describe()} at {c.node.where()}" for c in culprits),
+            hint=f"use a {min_kernel}x{min_kernel} convolution with stride 2 (or a dilated one) for each transition",
+        )
+    sizes = [rf.size[0], *sorted(by_size, reverse=True)]
+    blocks = _blocks(facts, before_gap, by_size)
+    if len(by_size) != wanted:
+        check.fail(
+            f"{len(by_size)} transition(s) ({' -> '.join(str(s) for s in [facts.graph.input_shape[1], *sorted(by_size, reverse=True)])}), "
+            f"C1|C2|C3|C4 needs {wanted}",
+            hint=f"reduce the size exactly {wanted} times before global average pooling (e.g. 32 -> 16 -> 8 -> 4)",
+            transitions=[_row(layer) for layer in reducers],
+            blocks=blocks,
+        )
+    path = " -> ".join(str(s) for s in [facts.graph.input_shape[1], *sorted(by_size, reverse=True)])
+    check.passed(
+        f"{wanted} transitions by convolution ({path}); blocks: " + " | ".join(b["name"] for b in blocks),
+        transitions=[_row(layer) for layer in reducers],
+        blocks=blocks,
+        sizes=sizes,
+    )
+
+
+def _ancestors_or_self(facts, name):
+    by_name = facts.graph.by_name()
+    seen, stack = {name}, [name]
+    while stack:
+        node = by_name.get(stack.pop())
+        for i in node.inputs if node else []:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return seen
+
+
+def _row(layer):
+    return {
+        "layer": layer.node.where(),
+        "what": layer.describe(),
+        "from": f"{layer.in_hw[0]}x{layer.in_hw[1]}",
+        "to": f"{layer.out_hw[0]}x{layer.out_hw[1]}",
+    }
+
+
+def _blocks(facts, layers, by_size):
+    """C1..Cn: the layers at each resolution, named by the top-level modules they belong to."""
+    bounds = sorted(by_size, reverse=True)
+    blocks = []
+    for i in range(len(bounds) + 1):
+        members = [layer for layer in layers if _stage(layer.out_hw[0], bounds) == i]
+        modules = list(dict.fromkeys((layer.node.module or layer.node.name).split(".")[0] for layer in members))
+        blocks.append(
+            {
+                "name": f"C{i + 1}",
+                "size": members[0].out_hw[0] if members else None,
+                "layers": len(members),
+                "modules": modules,
+            }
+        )
+    return blocks
+
+
+def _stage(size, bounds):
+    return sum(1 for b in bounds if b >= size)
+
+
+@rule("receptive_field", points=20)
+def test_receptive_field(facts, check):
+    """Receptive field of the last feature map before GAP is more than 44"""
+    rf = facts.need("rf")
+    limit = int(check.rule.get("greater_than", 44))
+    measured = facts.measured_rf
+    evidence = {"rf": rf.rf, "at": rf.at_layer, "measured": measured.measured if measured else None}
+    if measured and measured.measured is not None and not measured.clipped and measured.measured != rf.rf:
+        check.warn(f"gradient measurement gives {measured.measured} ({measured.note}), the recurrence {rf.rf}")
+    if rf.rf <= limit:
+        check.fail(
+            f"RF {rf.rf} at {rf.at_layer} ({rf.size[0]}x{rf.size[1]} map), it must be more than {limit}",
+            hint="add layers, use a dilated convolution, or downsample earlier: each layer after a stride-2 conv adds more",
+            **evidence,
+        )
+    check.passed(f"RF {rf.rf} at {rf.at_layer} (> {limit})" + (f"; measured {measured.measured}" if measured and measured.measured else ""), **evidence)  # fmt: skip
+
+
+@rule("depthwise_separable", points=15)
+def test_depthwise_separable(facts, check):
+    """One layer is a depthwise separable convolution"""
+    graph = facts.need("graph")
+    by_node = {layer.node.name: layer for layer in facts.layers}
+    depthwise = [layer for layer in facts.layers if layer.is_depthwise]
+    pairs = [(d, followed_by_pointwise(graph, d, by_node)) for d in depthwise]
+    good = [(d, p) for d, p in pairs if p is not None]
+    if good:
+        d, p = good[0]
+        check.passed(
+            f"{len(good)} depthwise separable layer(s), e.g. {d.node.where()} ({d.describe()}) -> {p.node.where()} (1x1)",
+            layers=[f"{d.node.where()} -> {p.node.where()}" for d, p in good],
+        )
+        return
+    grouped = [layer for layer in facts.layers if layer.kind == "conv" and layer.groups > 1 and not layer.is_depthwise]
+    if depthwise:
+        check.fail(
+            f"depthwise conv {depthwise[0].node.where()} is not followed by a 1x1 convolution",
+            hint="follow the depthwise conv (groups = in_channels) with a 1x1 conv (directly or after BN/ReLU)",
+        )
+    if grouped:
+        g = grouped[0]
+        check.fail(
+            f"{g.node.where()} uses groups={g.groups} on {g.in_channels} channels: grouped, not depthwise",
+            hint="depthwise means groups == in_channels, followed by a 1x1 convolution",
+        )
+    check.fail(
+        "no depthwise separable convolution (a conv with groups = in_channels followed by a 1x1 conv)",
+        hint="nn.Conv2d(c, c, 3, padding=1, groups=c) then nn.Conv2d(c, c_out, 1)",
+    )
+
+
+@rule("dilated", points=15)
+def test_dilated(facts, check):
+    """One layer uses a dilated convolution"""
+    facts.need("graph")
+    dilated = [layer for layer in facts.layers if layer.is_dilated]
+    if dilated:
+        check.passed(
+            f"{len(dilated)} dilated conv(s), e.g. {dilated[0].node.where()} ({dilated[0].describe()})",
+            layers=[layer.node.where() for layer in dilated],
+        )
+        return
+    useless = [layer for layer in facts.layers if layer.kind == "conv" and max(layer.dilation) > 1]
+    if useless:
+        check.fail(
+            f"{useless[0].node.where()} has dilation {max(useless[0].dilation)} on a 1x1 kernel, which does nothing",
+            hint="put the dilation on a 3x3 convolution",
+        )
+    check.fail("no convolution uses dilation > 1", hint="e.g. nn.Conv2d(c, c, 3, padding=2, dilation=2)")
+
+
+@rule("gap", points=15)
+def test_gap(facts, check):
+    """Global average pooling reduces the last feature map to 1x1"""
+    graph = facts.need("graph")
+    globals_ = [layer for layer in facts.layers if layer.kind == "global_avg"]
+    not_global = [layer for layer in facts.layers if layer.kind == "avgpool" and layer.out_hw == (1, 1)]
+    if not globals_:
+        if not_global:
+            layer = not_global[0]
+            check.fail(
+                f"{layer.node.where()}: {layer.describe()} on a {layer.in_hw[0]}x{layer.in_hw[1]} map is not global "
+                f"({'; '.join(layer.notes)})",
+                hint="use nn.AdaptiveAvgPool2d(1) (or an AvgPool2d whose kernel equals the map size)",
+            )
+        check.fail("no global average pooling before the output", hint="add nn.AdaptiveAvgPool2d(1) after the last conv block")  # fmt: skip
+    gap = globals_[-1]
+    after = downstream_ops(graph, gap.node)
+    bad = [
+        n for n in after if n.aten not in HEAD_OPS and n.target != "operator.getitem" and not _pointwise_conv(facts, n)
+    ]
+    if bad:
+        check.fail(
+            f"after global average pooling at {gap.node.where()} the model still runs {bad[0].aten or bad[0].target} at {bad[0].where()}",
+            hint="after GAP only a fully connected layer (or 1x1 conv), flatten and softmax may follow",
+        )
+    head = [n.aten for n in after if n.aten in ("linear", "addmm", "conv2d", "convolution")]
+    check.passed(
+        f"{gap.describe()} at {gap.node.where()} on the {gap.in_hw[0]}x{gap.in_hw[1]} map"
+        + ("; then a fully connected layer" if head else ""),
+    )
+
+
+def _pointwise_conv(facts, node):
+    layer = next((layer for layer in facts.layers if layer.node is node), None)
+    return layer is not None and layer.kind == "conv" and layer.kernel == (1, 1)
+
+
+@rule("params", points=125)
+def test_params(facts, check):
+    """Fewer than 200,000 parameters"""
+    p = facts.need("params")
+    limit = int(check.rule.get("less_than", 200_000))
+    evidence = {"params": p.params, "hidden": p.hidden, "hidden_total": p.hidden_total}
+    if p.params >= limit:
+        check.fail(
+            f"{p.params:,} parameters, the limit is fewer than {limit:,}",
+            hint="narrow the widest layers or replace 3x3 convs by depthwise separable ones",
+            **evidence,
+        )
+    if p.params + p.hidden_total >= limit:
+        names = ", ".join(h["name"] for h in p.hidden[:3])
+        check.fail(
+            f"{p.params:,} parameters plus {p.hidden_total:,} weights held in buffers/constants ({names}) reach {limit:,}",
+            hint="weights stored as buffers or constants count too",
+            **evidence,
+        )
+    if p.hidden:
+        check.warn(f"{p.hidden_total:,} values held in buffers/constants besides BN statistics: " + ", ".join(h["name"] for h in p.hidden[:5]))  # fmt: skip
+    check.passed(f"{p.params:,} parameters (< {limit:,})", **evidence)
+
+
+@rule("bonus", points=200)
+def test_bonus(facts, check):
+    """Bonus: dilated convolutions instead of max pooling or strided convolutions"""
+    facts.need("graph")
+    rf = facts.need("rf")
+    before = _ancestors_or_self(facts, rf.at)
+    strided = [
+        layer for layer in facts.layers if layer.node.name in before and layer.kind == "conv" and max(layer.stride) > 1
+    ]
+    pools = [layer for layer in facts.layers if layer.node.name in before and layer.kind in ("maxpool", "avgpool")]
+    if strided or pools:
+        first = (strided + pools)[0]
+        check.fail(
+            f"downsampling by {'stride' if strided else 'pooling'}: {first.describe()} at {first.node.where()}",
+            hint="for the bonus every size reduction before GAP is a dilated convolution without stride",
+        )
+    shrink = [layer for layer in facts.layers if layer.node.name in before and layer.shrinks]
+    if (
+        not shrink
+        or not all(layer.is_dilated for layer in shrink if is_transition(layer))
+        or not any(layer.is_dilated for layer in shrink)
+    ):
+        check.fail(
+            "the size reductions are not done by dilated convolutions",
+            hint="reduce the size with dilated 3x3 convolutions (no padding, no stride)",
+        )
+    check.passed("every size reduction is a dilated convolution: " + "; ".join(layer.node.where() for layer in shrink if layer.is_dilated))  # fmt: skip

@@ -1,0 +1,72 @@
+"""Rules on the augmentations, the GPU and the accuracy (Q&A 3 and 4, and the model code's GPU use)."""
+
+from grader.checks_api import rule
+
+
+@rule("augmentations", points=125)
+def test_augmentations(facts, check):
+    """Train transforms: HorizontalFlip, ShiftScaleRotate, CoarseDropout(1 hole, 16x16, filled with the mean)"""
+    found = facts.need("aug")
+    for warning in found.warnings:
+        check.warn(warning)
+    evidence = {"spelling": found.spelling, "meant": found.meant, "behaviour": found.behaviour, "value_space": found.value_space,
+                "expected_fill": found.expected_fill, "suggestion": found.suggestion}  # fmt: skip
+    if found.problems:
+        check.fail(
+            found.problems[0] + (f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""),
+            hint=found.suggestion or "see the assignment's CoarseDropout arguments",
+            problems=found.problems,
+            **evidence,
+        )
+    check.passed(
+        f"HorizontalFlip, ShiftScaleRotate and CoarseDropout ({found.spelling} spelling: 1 hole of 16x16 filled with the mean)",
+        **evidence,
+    )
+
+
+@rule("gpu", points=15)
+def test_gpu(facts, check):
+    """The training code uses the GPU when there is one"""
+    sources = facts.need("sources")
+    if not sources.device_lines and not any(".cuda()" in line for line in sources.move_lines):
+        check.fail(
+            "no device selection found (torch.device('cuda'), torch.cuda.is_available(), .cuda())",
+            hint="device = torch.device('cuda' if torch.cuda.is_available() else 'cpu'); model.to(device)",
+        )
+    if not sources.move_lines:
+        check.fail(
+            f"the device is chosen ({sources.device_lines[0]}) but nothing is moved to it",
+            hint="move the model and each batch: model.to(device), data.to(device)",
+        )
+    check.passed(
+        f"device chosen at {sources.device_lines[0] if sources.device_lines else sources.move_lines[0]}; moved at {sources.move_lines[0]}",
+        device_lines=sources.device_lines[:5],
+        move_lines=sources.move_lines[:5],
+    )
+
+
+@rule("accuracy", points=100)
+def test_accuracy(facts, check):
+    """At least 85% test accuracy, measured by the grader's own training and evaluation"""
+    training = facts.need("training")
+    target = float(check.rule.get("target", 85.0))
+    best = training.get("best_test_acc")
+    if training.get("error"):
+        err = training["error"]
+        check.fail(f"the training job failed: {err['type']}: {err['message']}", hint=err.get("hint", ""))
+    if best is None:
+        check.fail("the training job reported no evaluated epoch")
+    source = training.get("source", "reproduced by the grader")
+    if best < target:
+        check.fail(
+            f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}), target {target:.0f}%",
+            hint="the grader trains with its own recipe; a model that learns faster reaches the target in fewer epochs",
+            best=best,
+        )
+    reached = training.get("epochs_to_target")
+    check.passed(
+        f"{best:.2f}% test accuracy ({source})"
+        + (f", target reached at epoch {reached} in {training.get('seconds_to_target', 0):.0f} s" if reached else ""),
+        best=best,
+        epochs_to_target=reached,
+    )

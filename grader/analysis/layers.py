@@ -1,0 +1,273 @@
+"""Trusted facts about the rebuilt graph: its spatial layers, pooling, GAP, depthwise, dilation, params.
+
+Everything here reads the :class:`~grader.graph.LoadedGraph` (the allowlisted aten graph with shapes
+measured by the trusted side), never the student's module objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from grader.graph import LoadedGraph, Node
+
+# Ops that pass a feature map through without looking at neighbours (the RF and the
+# depthwise -> pointwise link go straight through them).
+POINTWISE = {
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "silu", "silu_", "sigmoid", "sigmoid_",
+    "tanh", "tanh_", "hardtanh", "hardtanh_", "elu", "elu_", "selu", "celu", "hardswish", "hardswish_",
+    "hardsigmoid", "hardsigmoid_", "mish", "softplus", "prelu", "_prelu_kernel", "threshold",
+    "batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm", "_native_batch_norm_legit",
+    "dropout", "dropout_", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout",
+    "clone", "contiguous", "alias", "detach", "detach_", "_to_copy", "to", "type_as", "lift_fresh_copy",
+    "group_norm", "native_group_norm", "instance_norm", "layer_norm", "native_layer_norm",
+    "_assert_tensor_metadata",
+}  # fmt: skip
+MAXPOOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d", "max_pool1d", "fractional_max_pool2d"}
+# After global average pooling only these may follow (the classifier head).
+HEAD_OPS = POINTWISE | {
+    "view", "reshape", "_unsafe_view", "flatten", "squeeze", "squeeze_", "unsqueeze", "permute", "transpose", "t",
+    "linear", "addmm", "mm", "matmul", "log_softmax", "_log_softmax", "softmax", "_softmax", "sym_size",
+    "mul", "div", "add", "sub", "neg",
+}  # fmt: skip
+
+
+@dataclass
+class SpatialLayer:
+    """A node that looks at a neighbourhood or changes the spatial size: conv, pooling, GAP."""
+
+    node: Node
+    kind: str  # conv | maxpool | avgpool | global_avg | global_max | upsample
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    in_channels: int = 0
+    out_channels: int = 0
+    in_hw: tuple[int, int] = (0, 0)
+    out_hw: tuple[int, int] = (0, 0)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def k_eff(self) -> tuple[int, int]:
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation, strict=True))  # type: ignore[return-value]
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels and max(self.kernel) > 1
+
+    @property
+    def is_pointwise(self) -> bool:
+        return self.kind == "conv" and self.kernel == (1, 1) and self.groups == 1
+
+    @property
+    def is_dilated(self) -> bool:
+        return self.kind == "conv" and any(d > 1 and k > 1 for k, d in zip(self.kernel, self.dilation, strict=True))
+
+    @property
+    def shrinks(self) -> bool:
+        return self.out_hw[0] < self.in_hw[0] or self.out_hw[1] < self.in_hw[1]
+
+    def describe(self) -> str:
+        """'Conv2d 3x3 s2 d2 g96' style summary."""
+        if self.kind in ("global_avg", "global_max"):
+            return "global average pool" if self.kind == "global_avg" else "global max pool"
+        bits = [{"conv": "conv", "maxpool": "max pool", "avgpool": "avg pool", "upsample": "upsample"}[self.kind]]
+        bits.append(f"{self.kernel[0]}x{self.kernel[1]}")
+        if self.stride != (1, 1):
+            bits.append(f"stride {_pair_text(self.stride)}")
+        if self.dilation != (1, 1):
+            bits.append(f"dilation {_pair_text(self.dilation)}")
+        if self.groups > 1:
+            bits.append("depthwise" if self.is_depthwise else f"groups {self.groups}")
+        return " ".join(bits)
+
+
+def _pair_text(p: tuple[int, int]) -> str:
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def arg(node: Node, index: int, name: str, default: Any = None) -> Any:
+    """Positional-or-keyword argument of an aten call as recorded in the graph JSON."""
+    if index < len(node.args):
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _pair(v: Any, default: int) -> tuple[int, int]:
+    if v is None or v == []:
+        return (default, default)
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, list) and len(v) == 1:
+        return (int(v[0]), int(v[0]))
+    if isinstance(v, list) and len(v) >= 2:
+        return (int(v[-2]), int(v[-1]))
+    raise ValueError(f"unexpected size argument {v!r}")
+
+
+def _ref_shape(graph: LoadedGraph, ref: Any) -> tuple[int, ...] | None:
+    if isinstance(ref, dict) and "node" in ref:
+        node = graph.by_name().get(ref["node"])
+        return node.shape if node else None
+    return None
+
+
+def spatial_layers(graph: LoadedGraph) -> list[SpatialLayer]:
+    """Every conv/pool/GAP node on 4-D feature maps, in graph order, with its hyperparameters."""
+    layers = []
+    for node in graph.nodes:
+        if node.op != "call_function" or not node.inputs:
+            continue
+        layer = _spatial_layer(graph, node)
+        if layer is not None:
+            layers.append(layer)
+    return layers
+
+
+def _spatial_layer(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
+    op = node.aten
+    in_shape = _ref_shape(graph, arg(node, 0, "input"))
+    out_shape = node.shape
+    if in_shape is None or out_shape is None or len(in_shape) != 4:
+        return None
+    in_hw, in_c = (in_shape[2], in_shape[3]), in_shape[1]
+    out_hw = (out_shape[2], out_shape[3]) if len(out_shape) == 4 else (1, 1)
+    out_c = out_shape[1] if len(out_shape) >= 2 else 0
+    base = {"node": node, "in_channels": in_c, "out_channels": out_c, "in_hw": in_hw, "out_hw": out_hw}
+    if op in ("conv2d", "convolution", "_convolution"):
+        w_shape = _ref_shape(graph, arg(node, 1, "weight"))
+        if w_shape is None or len(w_shape) != 4:
+            return None
+        if op == "conv2d":
+            stride, padding, dilation, groups = (arg(node, 3, "stride"), arg(node, 4, "padding"), arg(node, 5, "dilation"), arg(node, 6, "groups", 1))  # fmt: skip
+        else:
+            stride, padding, dilation, groups = (arg(node, 3, "stride"), arg(node, 4, "padding"), arg(node, 5, "dilation"), arg(node, 8, "groups", 1))  # fmt: skip
+        kernel = (w_shape[2], w_shape[3])
+        dil = _pair(dilation, 1)
+        if isinstance(padding, str):  # conv2d.padding overload: 'same' or 'valid'
+            padding = [d * (k - 1) // 2 for k, d in zip(kernel, dil, strict=True)] if padding == "same" else [0, 0]
+        layer = SpatialLayer(kind="conv", kernel=kernel, stride=_pair(stride, 1), padding=_pair(padding, 0), dilation=dil, groups=int(groups or 1), **base)  # fmt: skip
+        if layer.groups > 1 and not layer.is_depthwise:
+            layer.notes.append(f"grouped ({layer.groups} groups on {in_c} channels), not depthwise")
+        if any(d > 1 for d in dil) and kernel == (1, 1):
+            layer.notes.append("dilation on a 1x1 kernel does nothing")
+        return layer
+    if op in ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d"):
+        kernel = _pair(arg(node, 1, "kernel_size"), 1)
+        stride_raw = arg(node, 2, "stride")
+        stride = kernel if stride_raw in (None, []) else _pair(stride_raw, 1)
+        padding = _pair(arg(node, 3, "padding", 0), 0)
+        dilation = _pair(arg(node, 4, "dilation", 1), 1) if op != "avg_pool2d" else (1, 1)
+        kind = "avgpool" if op == "avg_pool2d" else "maxpool"
+        covers = kernel[0] >= in_hw[0] + 2 * padding[0] and kernel[1] >= in_hw[1] + 2 * padding[1]
+        if kind == "avgpool" and out_hw == (1, 1) and covers:
+            kind = "global_avg"
+        elif kind == "maxpool" and out_hw == (1, 1) and covers:
+            kind = "global_max"
+        layer = SpatialLayer(kind=kind, kernel=kernel, stride=stride, padding=padding, dilation=dilation, **base)
+        if layer.kind == "avgpool" and out_hw == (1, 1):
+            layer.notes.append(f"{kernel[0]}x{kernel[1]} kernel on a {in_hw[0]}x{in_hw[1]} map: not global")
+        return layer
+    if op in ("adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d"):
+        avg = op != "adaptive_max_pool2d"
+        if out_hw == (1, 1):
+            return SpatialLayer(kind="global_avg" if avg else "global_max", kernel=in_hw, stride=in_hw, **base)
+        stride = (max(1, in_hw[0] // max(1, out_hw[0])), max(1, in_hw[1] // max(1, out_hw[1])))
+        kernel = (in_hw[0] - (out_hw[0] - 1) * stride[0], in_hw[1] - (out_hw[1] - 1) * stride[1])
+        layer = SpatialLayer(kind="avgpool" if avg else "maxpool", kernel=kernel, stride=stride, **base)
+        layer.notes.append(f"adaptive pool to {out_hw[0]}x{out_hw[1]}: not global")
+        return layer
+    if op in ("mean", "amax", "max", "sum", "logsumexp") and _reduces_hw(node, len(in_shape)):
+        kind = "global_avg" if op == "mean" else ("global_max" if op in ("amax", "max") else None)
+        if kind is None:
+            return None
+        return SpatialLayer(kind=kind, kernel=in_hw, stride=in_hw, **base)
+    if op in ("upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d", "pixel_shuffle"):
+        return SpatialLayer(kind="upsample", **base)
+    return None
+
+
+def _reduces_hw(node: Node, ndim: int) -> bool:
+    dims = arg(node, 1, "dim")
+    if isinstance(dims, int):
+        dims = [dims]
+    if not isinstance(dims, list) or not dims:
+        return False
+    norm = {d % ndim for d in dims if isinstance(d, int)}
+    return {2, 3} <= norm
+
+
+@dataclass
+class ParamFacts:
+    params: int  # numel of the graph's parameters (torchsummary's "Total params")
+    trainable: int
+    hidden: list[dict]  # float buffers/constants that are not BN statistics: could hide weights
+    hidden_total: int
+    bn_buffers: int
+
+
+def param_facts(graph: LoadedGraph) -> ParamFacts:
+    bn_stats = set()
+    for node in graph.nodes:
+        if node.aten in (
+            "batch_norm",
+            "_native_batch_norm_legit_no_training",
+            "native_batch_norm",
+            "_native_batch_norm_legit",
+        ):
+            for index in (3, 4):
+                ref = arg(node, index, "running_mean" if index == 3 else "running_var")
+                if isinstance(ref, dict) and "node" in ref:
+                    bn_stats.add(ref["node"])
+    used = {ref for n in graph.nodes for ref in n.inputs}
+    params = sum(i.numel for i in graph.params_of("parameter"))
+    hidden = []
+    bn_total = 0
+    for inp in graph.inputs:
+        if inp.kind not in ("buffer", "constant"):
+            continue
+        if inp.name in bn_stats:
+            bn_total += inp.numel
+            continue
+        if not inp.dtype.startswith(("float", "bfloat")) or inp.numel <= 1 or inp.name not in used:
+            continue
+        hidden.append({"name": inp.target, "kind": inp.kind, "shape": list(inp.shape), "numel": inp.numel})
+    return ParamFacts(params, params, hidden, sum(h["numel"] for h in hidden), bn_total)
+
+
+def followed_by_pointwise(
+    graph: LoadedGraph, layer: SpatialLayer, layers_by_node: dict[str, SpatialLayer]
+) -> SpatialLayer | None:
+    """The 1x1 conv a depthwise conv feeds, directly or through BN/activation/dropout (None if none)."""
+    users = graph.users()
+    frontier = [layer.node.name]
+    seen = set()
+    while frontier:
+        name = frontier.pop()
+        for user in users.get(name, []):
+            if user.name in seen:
+                continue
+            seen.add(user.name)
+            target = layers_by_node.get(user.name)
+            if target is not None:
+                if target.is_pointwise:
+                    return target
+                continue
+            if user.aten in POINTWISE or user.target == "operator.getitem":
+                frontier.append(user.name)
+    return None
+
+
+def downstream_ops(graph: LoadedGraph, start: Node) -> list[Node]:
+    """Every call node that depends on ``start`` (its transitive users), in graph order."""
+    users = graph.users()
+    reach = set()
+    stack = [start.name]
+    while stack:
+        for user in users.get(stack.pop(), []):
+            if user.name not in reach:
+                reach.add(user.name)
+                stack.append(user.name)
+    return [n for n in graph.nodes if n.name in reach and n.op == "call_function"]

@@ -1,0 +1,213 @@
+"""Trusted analysis: turn the probe's inert outputs into Facts (graph, layers, RF, params, transforms)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.analysis.augmentations import analyze as analyze_augmentations
+from grader.analysis.layers import param_facts, spatial_layers
+from grader.analysis.receptive_field import analytic_rf, measure_rf
+from grader.analysis.source import read_sources
+from grader.discover import Discovery
+from grader.facts import Facts
+from grader.graph import GraphError, load_graph
+from grader.sandbox import ChildResult
+
+GRAPH_JSON_MAX = 50 * 1024 * 1024
+WEIGHTS_MAX = 400 * 1024 * 1024
+
+
+def analyze_submission(
+    submission: Path, disc: Discovery, probe: dict | None, child: ChildResult, work: Path, rubric: dict
+) -> Facts:
+    course = rubric["course"]
+    facts = Facts(submission=submission, rubric=rubric, discovery=disc, probe=probe)
+    facts.mean = tuple(course.get("dataset_mean", facts.mean))
+    facts.std = tuple(course.get("dataset_std", facts.std))
+    facts.sandbox = {"isolation": child.isolation, "wall_s": round(child.wall_s, 2), "returncode": child.returncode}
+    if child.isolation != "bubblewrap":
+        facts.warnings.append("bubblewrap is not available: the submission ran in a plain subprocess with limits (weaker isolation)")  # fmt: skip
+    facts.sources = read_sources(submission, disc.py_files, disc.notebooks)
+    facts.failure = _model_failure(disc, probe, child)
+    out = work / "probe"
+    if facts.failure is None:
+        _load_graph(facts, out)
+    if facts.graph is not None:
+        facts.layers = spatial_layers(facts.graph)
+        facts.params = param_facts(facts.graph)
+        try:
+            facts.rf = analytic_rf(facts.graph, facts.layers)
+            facts.measured_rf = measure_rf(facts.graph, facts.rf.at, facts.rf.rf, facts.rf.jump)
+        except ValueError as exc:
+            facts.failure = {"type": "no_feature_map", "message": str(exc), "where": ""}
+    summary = out / "summary.txt"
+    facts.summary_text = summary.read_text(errors="replace")[:200_000] if summary.is_file() else ""
+    _transforms(facts, disc, probe, out)
+    for stub in (probe or {}).get("stubbed_modules", []):
+        facts.warnings.append(f"module {stub} is not installed here: the probe used a stand-in for it")
+    if (probe or {}).get("datasets_faked"):
+        facts.warnings.append("the code builds a torchvision dataset at import time: the probe gave it 64 random images instead")  # fmt: skip
+    return facts
+
+
+def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> dict | None:
+    """The typed reason the model cannot be analysed, or None when a graph should be there."""
+    if not disc.models:
+        problem = disc.problems[0] if disc.problems else {"type": "model_not_found", "message": "no model found"}
+        return {"type": problem["type"], "message": problem["message"] + ". Point at it with --model FILE:CLASS or grade.toml", "where": ""}  # fmt: skip
+    if probe is None:
+        failure = child.failure() or {"type": "crash", "message": "the probe wrote no result"}
+        failure.setdefault("where", "")
+        if failure["type"] == "timeout":
+            failure["message"] += ": importing or building the model did not finish (training at import time? an endless loop?)"  # fmt: skip
+        return failure
+    errors = [e for e in probe.get("errors", []) if e.get("stage") != "building the transforms"]
+    if errors:
+        return {k: errors[0].get(k, "") for k in ("type", "message", "where")}
+    if probe.get("steps", {}).get("build") == "failed":
+        cands = probe.get("candidates", [])
+        tried = "; ".join(f"{c['class']}: {c.get('error', {}).get('message', '?')}" for c in cands[:4])
+        kinds = {c.get("error", {}).get("type") for c in cands}
+        kind = "cuda_required" if "cuda_required" in kinds else ("wrong_output_shape" if "wrong_output_shape" in kinds else "model_build_failed")  # fmt: skip
+        where = next((c["error"].get("where", "") for c in cands if c.get("error", {}).get("where")), "")
+        return {"type": kind, "message": f"no candidate model maps (N, 3, 32, 32) to 10 logits ({tried}). Pass --model FILE:CLASS and --model-kwargs if needed", "where": where}  # fmt: skip
+    if probe.get("steps", {}).get("export") != "ok":
+        return {"type": "export_failed", "message": "the model was built but its graph was not exported", "where": ""}
+    if child.timed_out:
+        return child.failure()
+    return None
+
+
+def _load_graph(facts: Facts, out: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    graph_file, weights_file = out / "graph.json", out / "weights.safetensors"
+    if not graph_file.is_file() or not weights_file.is_file():
+        facts.failure = {"type": "export_failed", "message": "the probe wrote no graph", "where": ""}
+        return
+    if graph_file.stat().st_size > GRAPH_JSON_MAX or weights_file.stat().st_size > WEIGHTS_MAX:
+        facts.failure = {"type": "too_large", "message": "the graph or its weights are larger than the grader accepts", "where": ""}  # fmt: skip
+        return
+    try:
+        graph = json.loads(graph_file.read_text())
+        weights = load_file(str(weights_file))
+        facts.graph = load_graph(graph, weights)
+        facts.graph.module_sites = graph.get("module_sites", {}) if isinstance(graph.get("module_sites"), dict) else {}
+        facts.graph.model_class = str(graph.get("model_class", ""))
+    except GraphError as exc:
+        facts.failure = {"type": exc.kind, "message": str(exc), "where": ""}
+    except (ValueError, SafetensorError, OSError) as exc:
+        facts.failure = {"type": "bad_graph", "message": f"unreadable graph or weights: {exc}", "where": ""}
+
+
+def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) -> None:
+    if probe is None:
+        facts.aug_failure = {
+            "type": "probe_failed",
+            "message": (facts.failure or {}).get("message", "the probe did not run"),
+        }
+        return
+    transforms = probe.get("transforms")
+    if transforms is None:
+        err = next((e for e in probe.get("errors", []) if e.get("stage") == "building the transforms"), None)
+        if err:
+            facts.aug_failure = {"type": err["type"], "message": err["message"] + (f" ({err['where']})" if err.get("where") else "")}  # fmt: skip
+        elif disc.transforms is None:
+            facts.aug_failure = {"type": "not_found", "message": "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME"}  # fmt: skip
+        return
+    trusted_probe = None
+    rebuilt = rebuild_pipeline(transforms.get("to_dict"))
+    if rebuilt is not None:
+        from grader.augment_probe import probe_coarse_dropout
+
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trusted_probe = probe_coarse_dropout(rebuilt)
+        except Exception as exc:
+            facts.warnings.append(f"the rebuilt pipeline could not be probed ({type(exc).__name__}); the child's measurement is used")  # fmt: skip
+    else:
+        facts.warnings.append("the train pipeline could not be rebuilt from its config (custom transforms?): CoarseDropout's behaviour is the child's own measurement")  # fmt: skip
+    texts = student_texts(facts.submission, disc)
+    facts.aug = analyze_augmentations(
+        transforms,
+        trusted_probe,
+        facts.rubric["rules"]["augmentations"],
+        facts.mean,
+        facts.std,
+        texts,
+        [c.__dict__ for c in disc.aug_calls],
+    )
+    grid_file = out / "augmented.npy"
+    if grid_file.is_file() and grid_file.stat().st_size < 5_000_000:
+        try:
+            grid = np.load(grid_file, allow_pickle=False)
+            facts.augmented_grid_png = grid_png(grid)
+        except (ValueError, OSError):
+            pass
+
+
+def rebuild_pipeline(config: Any) -> Any:
+    """``A.from_dict`` on the child's ``A.to_dict`` output: plain data, standard transforms only."""
+    if not isinstance(config, dict):
+        return None
+    import warnings
+
+    import albumentations as A
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return A.from_dict(config)
+    except Exception:
+        return None
+
+
+def student_texts(root: Path, disc: Discovery) -> list[tuple[str, str]]:
+    """Texts of the student's own run: notebook outputs and log files (for warnings they saw)."""
+    texts = []
+    for rel in disc.notebooks:
+        try:
+            nb = json.loads((root / rel).read_text(errors="replace"))
+        except (OSError, ValueError):
+            continue
+        chunks = []
+        for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+            for output in cell.get("outputs", []) if isinstance(cell, dict) else []:
+                text = output.get("text") if isinstance(output, dict) else None
+                if text:
+                    chunks.append("".join(text) if isinstance(text, list) else str(text))
+        texts.append((rel, "\n".join(chunks)))
+    for path in list(root.glob("*.log")) + list(root.glob("**/log*.txt"))[:20]:
+        try:
+            texts.append((path.relative_to(root).as_posix(), path.read_text(errors="replace")[:2_000_000]))
+        except OSError:
+            continue
+    return texts
+
+
+def grid_png(grid: np.ndarray) -> str | None:
+    """A row of augmented images as a base64 PNG (inlined in the report), upscaled for the eye."""
+    from PIL import Image
+
+    if grid.ndim != 4 or grid.shape[-1] not in (1, 3) or grid.shape[0] > 64:
+        return None
+    grid = np.clip(grid, 0, 255).astype(np.uint8)
+    n, h, w, _ = grid.shape
+    pad = 2
+    canvas = np.full((h, n * (w + pad) - pad, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        canvas[:, i * (w + pad) : i * (w + pad) + w] = grid[i] if grid.shape[-1] == 3 else grid[i].repeat(3, -1)
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * 4, h * 4), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()

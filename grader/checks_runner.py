@@ -1,0 +1,146 @@
+"""Run the rule checks in ``checks/`` with pytest, in-process, over the facts; collect one result per rule."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grader.checks_api import Check, CheckFailed, NotRun, Undecidable
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    status: str  # passed | failed | skipped | error
+    points: float
+    max_points: int
+    message: str
+    hint: str = ""
+    evidence: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    question: str = ""
+    extra: bool = False
+    required: bool = True
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def checks_dir() -> Path:
+    return Path(str(resources.files("grader.checks")))
+
+
+class _Plugin:
+    """Gives checks their ``facts``/``check`` fixtures and records each outcome."""
+
+    def __init__(self, facts: Any, rubric: dict):
+        self._facts, self._rubric = facts, rubric
+        self._results: list[CheckResult] = []
+        self._holders: dict[str, Check] = {}
+
+    @pytest.fixture
+    def facts(self) -> Any:
+        return self._facts
+
+    @pytest.fixture
+    def rubric(self) -> dict:
+        return self._rubric
+
+    @pytest.fixture
+    def check(self, request: pytest.FixtureRequest) -> Check:
+        rule_id, _ = _rule_of(request.node)
+        holder = Check(rule=self._rubric["rules"].get(rule_id, {}))
+        self._holders[request.node.nodeid] = holder
+        return holder
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
+        outcome = yield
+        report = outcome.get_result()
+        if call.when == "setup" and call.excinfo is not None and not report.skipped:
+            self._record(item, "error", f"the check could not start: {call.excinfo.value}", "")
+        if call.when != "call":
+            return
+        holder = self._holders.get(item.nodeid, Check())
+        exc = call.excinfo.value if call.excinfo is not None else None
+        if exc is None:
+            self._record(item, "passed", holder.message or "passed", "", holder)
+        elif isinstance(exc, CheckFailed):
+            self._record(item, "failed", exc.message, exc.hint, holder)
+        elif isinstance(exc, Undecidable):
+            self._record(item, "error", exc.message, "", holder, kind=exc.kind)
+        elif isinstance(exc, NotRun) or call.excinfo.typename == "Skipped":
+            self._record(item, "skipped", str(getattr(exc, "msg", None) or exc), "", holder)
+        elif isinstance(exc, AssertionError):
+            self._record(item, "failed", str(exc).split("\n")[0] or "assertion failed", "", holder)
+        else:
+            self._record(
+                item, "error", f"the check itself failed: {type(exc).__name__}: {exc}", "", holder, kind="grader_bug"
+            )
+
+    def _record(self, item: pytest.Item, status: str, message: str, hint: str, holder: Check | None = None, kind: str = "") -> None:  # fmt: skip
+        rule_id, default_points = _rule_of(item)
+        spec = self._rubric["rules"].get(rule_id, {})
+        max_points = int(spec.get("points", default_points))
+        holder = holder or Check()
+        if status == "passed":
+            points = max_points * (holder.fraction if holder.fraction is not None else 1.0)
+        elif status == "failed" and holder.fraction is not None:
+            points = max_points * holder.fraction
+        else:
+            points = 0.0
+        evidence = dict(holder.evidence)
+        if kind:
+            evidence["error_type"] = kind
+        doc = (getattr(item, "function", None).__doc__ or item.name).strip().splitlines()[0]
+        self._results.append(
+            CheckResult(
+                id=rule_id,
+                title=doc,
+                status=status,
+                points=round(points, 2),
+                max_points=max_points,
+                message=message,
+                hint=hint,
+                evidence=evidence,
+                warnings=holder.warnings,
+                question=spec.get("question", ""),
+                extra=bool(spec.get("extra", False)),
+                required=bool(spec.get("required", not spec.get("extra", False))),
+            )
+        )
+
+
+def _rule_of(item: pytest.Item) -> tuple[str, int]:
+    mark = item.get_closest_marker("rule")
+    if mark is None:
+        return item.name.removeprefix("test_"), 0
+    return mark.args[0], int(mark.kwargs.get("points", 0))
+
+
+def run_checks(facts: Any, rubric: dict, extra_dirs: list[Path] | None = None) -> list[CheckResult]:
+    """Run every check (the package's and a course's ``extra_dirs``); results in rubric order."""
+    plugin = _Plugin(facts, rubric)
+    paths = [str(checks_dir()), *(str(p) for p in extra_dirs or [])]
+    args = [
+        *paths,
+        "-p", "no:cacheprovider",
+        "-p", "no:terminal",
+        "-p", "no:warnings",
+        "-p", "no:timeout",
+        "--import-mode=importlib",
+        "-c", os.devnull,
+        "--rootdir", paths[0],
+        "-o", "markers=rule: ties a check to a rubric rule",
+    ]  # fmt: skip
+    code = pytest.main(args, plugins=[plugin])
+    if code not in (0, 1) and not plugin._results:
+        raise RuntimeError(f"the checks could not run (pytest exit {code})")
+    order = {rule_id: i for i, rule_id in enumerate(rubric["rules"])}
+    return sorted(plugin._results, key=lambda r: order.get(r.id, len(order)))

@@ -1,0 +1,551 @@
+"""Discovery (trusted): find the assignment, the model class and the train transforms by reading files.
+
+Nothing of the submission runs here: Python files are parsed with ``ast`` and notebooks read as JSON.
+Real submissions are messy (multi-session repos, namespace packages, several models per file, helper
+blocks, constructors with arguments, transforms in functions or classes), so every choice is ranked
+and explained, and the probe gets a ranked list of candidates to try.
+
+A submission can pin everything in ``grade.toml``::
+
+    [grade]
+    model = "src/model.py:Net"
+    model_kwargs = { norm = "bn" }
+    transforms = "src/data.py:train_transforms"
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", "node_modules", "site-packages",
+             ".ipynb_checkpoints", "wandb", "runs", "lightning_logs", ".idea", ".vscode", ".mypy_cache", ".pytest_cache"}  # fmt: skip
+MAX_FILES = 4000
+MAX_PY_BYTES = 2_000_000
+MAX_NB_BYTES = 50_000_000
+MODEL_FILE_NAMES = {
+    "model.py": 3,
+    "models.py": 3,
+    "network.py": 3,
+    "model_builder.py": 3,
+    "net.py": 2,
+    "networks.py": 2,
+}
+MODEL_DIRS = {"src", "models", "model", "network", "networks"}
+# Words that mark the Session 6 assignment (CIFAR-10 + the required layers and augmentations).
+KEYWORDS = {
+    r"CIFAR-?10": 3, r"CoarseDropout": 4, r"dilation\s*=": 3, r"groups\s*=": 2, r"ShiftScaleRotate": 3,
+    r"albumentations": 2, r"HorizontalFlip": 1, r"AdaptiveAvgPool2d|adaptive_avg_pool2d|GAP": 1,
+    r"\bMNIST\b": -4,
+}  # fmt: skip
+AUG_NAMES = {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine", "Cutout"}
+
+
+class DiscoveryError(Exception):
+    """Discovery could not go on (not a folder, a bad grade.toml); the message says what to do."""
+
+
+@dataclass
+class ModelCandidate:
+    file: str  # relative to the submission root (for notebooks: the generated module)
+    cls: str
+    line: int
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    required_params: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TransformsCandidate:
+    file: str
+    name: str | None  # attribute path to get or call; None: the Compose created at import in ``file``
+    kind: str  # variable | function | class | import
+    line: int
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class SourceCall:
+    """A call to an augmentation class as written in the source (the spelling the student used)."""
+
+    name: str
+    file: str
+    line: int
+    text: str
+    kwargs: dict[str, Any]  # literal values; non-literals as {"expr": "..."}
+    positional: int
+
+
+@dataclass
+class Discovery:
+    root: Path
+    assignment_dir: str  # relative; "" for the root
+    models: list[ModelCandidate]
+    transforms: TransformsCandidate | None
+    transform_alternatives: list[TransformsCandidate]
+    aug_calls: list[SourceCall]
+    py_files: list[str]
+    notebooks: list[str]
+    notes: list[str]
+    problems: list[dict]  # {"type", "message"}: what blocks the probe
+    pinned: dict  # from grade.toml / options
+    generated: dict[str, str] = field(default_factory=dict)  # file -> source written into the probe's copy
+    sys_path: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["root"] = str(self.root)
+        d.pop("generated")
+        return d
+
+
+@dataclass
+class _PyFile:
+    rel: str
+    text: str
+    tree: ast.Module | None
+    error: str | None
+
+
+def discover(
+    root: Path,
+    model: str | None = None,
+    model_kwargs: dict | None = None,
+    transforms: str | None = None,
+) -> Discovery:
+    """Read the submission at ``root`` and decide what the probe should import and build."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise DiscoveryError(f"{root} is not a folder")
+    pinned = _read_grade_toml(root)
+    if model:
+        pinned["model"] = model
+    if model_kwargs is not None:
+        pinned["model_kwargs"] = model_kwargs
+    if transforms:
+        pinned["transforms"] = transforms
+    files, notebooks, notes = _walk(root)
+    py = {rel: _parse(root / rel, rel) for rel in files}
+    nb_code = {rel: _notebook_code(root / rel) for rel in notebooks}
+    assignment = _assignment_dir(root, py, nb_code)
+    if assignment:
+        notes.append(f"assignment found in {assignment}/ (by its content: CIFAR-10, CoarseDropout, dilation, groups)")
+    problems: list[dict] = []
+    disc = Discovery(root, assignment, [], None, [], [], sorted(py), sorted(nb_code), notes, problems, pinned)
+    scope = {rel: f for rel, f in py.items() if _under(rel, assignment)}
+    nb_scope = {rel: code for rel, code in nb_code.items() if _under(rel, assignment)}
+    disc.models = _model_candidates(scope, nb_scope, pinned, problems, notes)
+    if not disc.models and scope is not py:
+        disc.models = _model_candidates(py, nb_code, pinned, problems, notes)
+    if not disc.models:
+        problems.append({
+            "type": "model_not_found",
+            "message": "no nn.Module subclass found in any .py file"
+            + (" (notebooks alone are graded from their cells once the notebook reader is available)" if nb_code else ""),
+        })  # fmt: skip
+    disc.aug_calls = _aug_calls(scope, nb_scope) or _aug_calls(py, nb_code)
+    found = _transform_candidates(scope, pinned) or _transform_candidates(py, pinned)
+    if found:
+        disc.transforms, disc.transform_alternatives = found[0], found[1:]
+    else:
+        notes.append("no albumentations train pipeline found in the .py files")
+    disc.sys_path = _sys_path_entries(root, py)
+    return disc
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+
+def _walk(root: Path) -> tuple[list[str], list[str], list[str]]:
+    files, notebooks, notes = [], [], []
+    count = 0
+    for path in sorted(root.rglob("*")):
+        rel_parts = path.relative_to(root).parts
+        if any(p in SKIP_DIRS or (p.startswith(".") and p != ".") for p in rel_parts[:-1]):
+            continue
+        if path.is_symlink() or not path.is_file():
+            continue
+        count += 1
+        if count > MAX_FILES:
+            notes.append(f"stopped reading after {MAX_FILES} files")
+            break
+        rel = path.relative_to(root).as_posix()
+        if path.suffix == ".py" and path.stat().st_size <= MAX_PY_BYTES:
+            files.append(rel)
+        elif path.suffix == ".ipynb" and path.stat().st_size <= MAX_NB_BYTES:
+            notebooks.append(rel)
+    return files, notebooks, notes
+
+
+def _parse(path: Path, rel: str) -> _PyFile:
+    text = path.read_text(errors="replace")
+    try:
+        return _PyFile(rel, text, ast.parse(text), None)
+    except SyntaxError as exc:
+        return _PyFile(rel, text, None, f"{rel}:{exc.lineno}: {exc.msg}")
+    except ValueError as exc:  # null bytes
+        return _PyFile(rel, text, None, f"{rel}: {exc}")
+
+
+def _notebook_code(path: Path) -> str:
+    """All code cells of a notebook joined (magics and shell lines commented out); '' if unreadable."""
+    try:
+        nb = json.loads(path.read_text(errors="replace"))
+        cells = nb.get("cells", [])
+    except (ValueError, AttributeError):
+        return ""
+    out = []
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else str(src)
+        out.append(
+            "\n".join("# " + line if line.lstrip().startswith(("%", "!")) else line for line in src.splitlines())
+        )
+    return "\n\n".join(out)
+
+
+def _under(rel: str, folder: str) -> bool:
+    return not folder or rel == folder or rel.startswith(folder + "/")
+
+
+def _read_grade_toml(root: Path) -> dict:
+    path = root / "grade.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DiscoveryError(f"grade.toml is not valid TOML: {exc}") from exc
+    section = data.get("grade", data)
+    out = {k: section[k] for k in ("model", "model_kwargs", "transforms", "training") if k in section}
+    out["from_grade_toml"] = True
+    return out
+
+
+def _assignment_dir(root: Path, py: dict[str, _PyFile], nb: dict[str, str]) -> str:
+    """The deepest folder holding most of the assignment's signal (multi-session repos)."""
+    scores: dict[str, float] = {}
+    for rel, text in [(r, f.text) for r, f in py.items()] + list(nb.items()):
+        s = sum(w for pattern, w in KEYWORDS.items() if re.search(pattern, text))
+        if s <= 0:
+            continue
+        parts = rel.split("/")[:-1]
+        for i in range(len(parts) + 1):
+            key = "/".join(parts[:i])
+            scores[key] = scores.get(key, 0) + s
+    current = ""
+    while True:
+        total = scores.get(current, 0)
+        children = [k for k in scores if _parent(k) == current and k != current]
+        best = max(children, key=lambda k: scores[k], default=None)
+        if best is None or total <= 0 or scores[best] < 0.75 * total:
+            return current
+        current = best
+
+
+def _parent(rel: str) -> str:
+    return rel.rsplit("/", 1)[0] if "/" in rel else ""
+
+
+def _sys_path_entries(root: Path, py: dict[str, _PyFile]) -> list[str]:
+    """Folders to put on sys.path: ones holding top-level scripts, and src/ layouts."""
+    entries = {""}
+    for rel in py:
+        parts = rel.split("/")
+        if "src" in parts[:-1]:
+            entries.add("/".join(parts[: parts.index("src") + 1]))
+    return sorted(entries)
+
+
+# ---- model ----------------------------------------------------------------------------------------
+
+
+def _module_classes(files: dict[str, _PyFile]) -> dict[str, list[tuple[str, ast.ClassDef]]]:
+    """nn.Module subclasses (directly, or through another local subclass) per class name."""
+    classes: dict[str, list[tuple[str, ast.ClassDef]]] = {}
+    for rel, f in files.items():
+        if f.tree is None:
+            continue
+        for node in ast.walk(f.tree):
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append((rel, node))
+    modules: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, defs in classes.items():
+            if name in modules:
+                continue
+            for _, node in defs:
+                bases = [_dotted(b) for b in node.bases]
+                if any(b.split(".")[-1] == "Module" or b.split(".")[-1] in modules for b in bases if b):
+                    modules.add(name)
+                    changed = True
+                    break
+    return {name: defs for name, defs in classes.items() if name in modules}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else node.attr
+    return ""
+
+
+def _calls_to(tree: ast.AST, names: set[str]) -> list[ast.Call]:
+    return [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and _dotted(n.func).split(".")[-1] in names
+    ]  # fmt: skip
+
+
+def _literal(node: ast.AST, constants: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
+    return ast.literal_eval(node)
+
+
+def _constants(tree: ast.Module | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if tree is None:
+        return out
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError, TypeError):
+                continue
+    return out
+
+
+def _model_candidates(
+    files: dict[str, _PyFile], notebooks: dict[str, str], pinned: dict, problems: list[dict], notes: list[str]
+) -> list[ModelCandidate]:
+    if "model" in pinned:
+        spec = str(pinned["model"])
+        if ":" not in spec:
+            raise DiscoveryError(f"--model/grade.toml model must be FILE:CLASS, not {spec!r}")
+        file, cls = spec.rsplit(":", 1)
+        kwargs = pinned.get("model_kwargs") or {}
+        return [ModelCandidate(file, cls, 0, 100.0, ["named by " + ("grade.toml" if pinned.get("from_grade_toml") else "--model")], [], dict(kwargs))]  # fmt: skip
+    broken = [f for f in files.values() if f.tree is None]
+    classes = _module_classes(files)
+    # A file that does not parse may still hold the model: the probe reports the syntax error.
+    for f in broken:
+        for m in re.finditer(r"^class\s+(\w+)\s*\(([^)]*Module[^)]*)\)", f.text, re.M):
+            line = f.text[: m.start()].count("\n") + 1
+            classes.setdefault(m.group(1), []).append((f.rel, ast.ClassDef(name=m.group(1), bases=[], keywords=[], body=[], decorator_list=[], lineno=line)))  # fmt: skip
+            problems.append({"type": "syntax_error", "message": f.error or f"{f.rel} does not parse"})
+    if not classes:
+        return []
+    names = set(classes)
+    used_inside: dict[str, set[str]] = {n: set() for n in names}
+    for name, defs in classes.items():
+        for _, node in defs:
+            for call in _calls_to(node, names):
+                callee = _dotted(call.func).split(".")[-1]
+                if callee != name:
+                    used_inside[callee].add(name)
+    # Call sites outside class bodies: training scripts, notebooks, main().
+    outside: dict[str, list[tuple[str, ast.Call, dict]]] = {n: [] for n in names}
+    sources: list[tuple[str, ast.Module, dict]] = []
+    for rel, f in files.items():
+        if f.tree is not None:
+            sources.append((rel, f.tree, _constants(f.tree)))
+    for rel, code in notebooks.items():
+        try:
+            tree = ast.parse(code)
+            sources.append((rel, tree, _constants(tree)))
+        except SyntaxError:
+            notes.append(f"{rel}: some cells do not parse; call sites there were not read")
+    for rel, tree, consts in sources:
+        class_nodes = {id(n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        inner = set()
+        for n in ast.walk(tree):
+            if id(n) in class_nodes:
+                inner.update(id(x) for x in ast.walk(n))
+        for call in _calls_to(tree, names):
+            if id(call) not in inner:
+                outside[_dotted(call.func).split(".")[-1]].append((rel, call, consts))
+    out = []
+    for name, defs in classes.items():
+        for rel, node in defs:
+            score, reasons = 0.0, []
+            base = rel.rsplit("/", 1)[-1]
+            if base in MODEL_FILE_NAMES:
+                score += MODEL_FILE_NAMES[base]
+                reasons.append(f"in {base}")
+            if any(p in MODEL_DIRS for p in rel.split("/")[:-1]):
+                score += 1
+            sites = outside[name]
+            if sites:
+                score += 10
+                where = sorted({f"{r}:{c.lineno}" for r, c, _ in sites})[:3]
+                reasons.append("built by the training code at " + ", ".join(where))
+            if used_inside[name]:
+                score -= 6
+                reasons.append("used as a block inside " + ", ".join(sorted(used_inside[name])))
+            has_forward = any(isinstance(b, ast.FunctionDef) and b.name == "forward" for b in node.body)
+            if not has_forward and node.body:
+                score -= 2
+            text = ast.unparse(node) if node.body else ""
+            if re.search(r"MaxPool|max_pool", text):
+                score -= 1
+                reasons.append("uses max pooling")
+            if rel.endswith(".ipynb"):
+                score -= 0.5
+            cand = ModelCandidate(rel, name, node.lineno, score, reasons)
+            cand.required_params = _required_params(node)
+            _call_site_args(cand, sites, notes)
+            out.append(cand)
+    out.sort(key=lambda c: (-c.score, c.file, c.line))
+    return out
+
+
+def _required_params(node: ast.ClassDef) -> list[str]:
+    for b in node.body:
+        if isinstance(b, ast.FunctionDef) and b.name == "__init__":
+            args = b.args.args[1:]
+            required = args[: len(args) - len(b.args.defaults)]
+            kwonly = [a for a, d in zip(b.args.kwonlyargs, b.args.kw_defaults, strict=True) if d is None]
+            return [a.arg for a in required + kwonly]
+    return []
+
+
+def _call_site_args(cand: ModelCandidate, sites: list[tuple[str, ast.Call, dict]], notes: list[str]) -> None:
+    """Take constructor arguments from the first call site whose arguments are all literals."""
+    for rel, call, consts in sites:
+        try:
+            args = [_literal(a, consts) for a in call.args]
+            kwargs = {k.arg: _literal(k.value, consts) for k in call.keywords if k.arg}
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        if args or kwargs:
+            cand.args, cand.kwargs = args, kwargs
+            cand.reasons.append(f"constructor arguments from {rel}:{call.lineno}")
+        return
+    if cand.required_params and sites:
+        notes.append(f"{cand.cls} needs {', '.join(cand.required_params)} and no call site has literal values: pass --model-kwargs")  # fmt: skip
+
+
+# ---- transforms ---------------------------------------------------------------------------------
+
+
+def _is_train_compose(call: ast.Call) -> bool:
+    if _dotted(call.func).split(".")[-1] != "Compose":
+        return False
+    inner = {_dotted(c.func).split(".")[-1] for c in ast.walk(call) if isinstance(c, ast.Call)}
+    return bool(inner & AUG_NAMES)
+
+
+def _transform_candidates(files: dict[str, _PyFile], pinned: dict) -> list[TransformsCandidate]:
+    if "transforms" in pinned:
+        spec = str(pinned["transforms"])
+        file, _, name = spec.partition(":")
+        return [TransformsCandidate(file, name or None, "pinned", 0)]
+    found: list[tuple[float, TransformsCandidate]] = []
+    for rel, f in files.items():
+        if f.tree is None:
+            continue
+        parents = _parent_map(f.tree)
+        for call in ast.walk(f.tree):
+            if not (isinstance(call, ast.Call) and _is_train_compose(call)):
+                continue
+            cand = _container(call, parents, rel)
+            bonus = 1 if re.search(r"train", ast.unparse(call) + (cand.name or ""), re.I) else 0
+            found.append((bonus + {"variable": 3, "function": 2, "class": 1, "import": 0}[cand.kind], cand))
+    found.sort(key=lambda t: -t[0])
+    seen, out = set(), []
+    for _, cand in found:
+        key = (cand.file, cand.name)
+        if key not in seen:
+            seen.add(key)
+            out.append(cand)
+    return out
+
+
+def _parent_map(tree: ast.AST) -> dict[int, ast.AST]:
+    return {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _container(call: ast.Call, parents: dict[int, ast.AST], rel: str) -> TransformsCandidate:
+    """How to reach the Compose built by ``call``: a module variable, a function, or a class."""
+    chain = []
+    node: ast.AST | None = call
+    while node is not None:
+        chain.append(node)
+        node = parents.get(id(node))
+    top = chain[-2] if len(chain) >= 2 else call  # the module-level statement
+    if isinstance(top, (ast.Assign, ast.AnnAssign)):
+        targets = top.targets if isinstance(top, ast.Assign) else [top.target]
+        if len(targets) == 1 and isinstance(targets[0], ast.Name):
+            return TransformsCandidate(rel, targets[0].id, "variable", call.lineno)
+        if isinstance(targets[0], ast.Name) and isinstance(top.value, ast.Dict):
+            return TransformsCandidate(rel, None, "import", call.lineno)
+    if isinstance(top, ast.FunctionDef):
+        needs = len(top.args.args) - len(top.args.defaults)
+        if needs == 0:
+            return TransformsCandidate(rel, top.name, "function", call.lineno)
+        return TransformsCandidate(rel, top.name, "function", call.lineno, args=_guess_args(top))
+    if isinstance(top, ast.ClassDef):
+        init = next((b for b in top.body if isinstance(b, ast.FunctionDef) and b.name == "__init__"), None)
+        needs = 0 if init is None else len(init.args.args) - 1 - len(init.args.defaults)
+        if needs == 0:
+            return TransformsCandidate(rel, top.name, "class", call.lineno)
+    return TransformsCandidate(rel, None, "import", call.lineno)
+
+
+def _guess_args(fn: ast.FunctionDef) -> list:
+    """Values for a transforms function's required parameters, by their names (mean/std are common)."""
+    values = []
+    for a in fn.args.args[: len(fn.args.args) - len(fn.args.defaults)]:
+        name = a.arg.lower()
+        if "mean" in name:
+            values.append((0.4914, 0.4822, 0.4465))
+        elif "std" in name:
+            values.append((0.2470, 0.2435, 0.2616))
+        elif "train" in name:
+            values.append(True)
+        else:
+            values.append(None)
+    return values
+
+
+def _aug_calls(files: dict[str, _PyFile], notebooks: dict[str, str]) -> list[SourceCall]:
+    """Every CoarseDropout/ShiftScaleRotate/HorizontalFlip/Affine call as written, with literal args."""
+    out = []
+    trees = [(rel, f.tree, f.text) for rel, f in files.items() if f.tree is not None]
+    for rel, code in notebooks.items():
+        try:
+            trees.append((rel, ast.parse(code), code))
+        except SyntaxError:
+            continue
+    for rel, tree, text in trees:
+        consts = _constants(tree)
+        for call in _calls_to(tree, AUG_NAMES):
+            kwargs: dict[str, Any] = {}
+            for k in call.keywords:
+                if not k.arg:
+                    continue
+                try:
+                    kwargs[k.arg] = _literal(k.value, consts)
+                except (ValueError, SyntaxError, TypeError):
+                    kwargs[k.arg] = {"expr": ast.unparse(k.value)}
+            snippet = ast.get_source_segment(text, call) or ast.unparse(call)
+            out.append(SourceCall(_dotted(call.func).split(".")[-1], rel, call.lineno, snippet[:400], kwargs, len(call.args)))  # fmt: skip
+    return out

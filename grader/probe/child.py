@@ -1,0 +1,349 @@
+"""The probe: runs INSIDE the sandbox, next to the student's code. ``python -m grader.probe.child SPEC``.
+
+It imports the model module, builds the model, exports its aten graph, builds the train transforms
+and measures CoarseDropout, then writes only inert files into the spec's ``out`` folder:
+
+- ``probe.json``: what happened at each step (typed errors included), candidates, transform description
+- ``graph.json`` + ``weights.safetensors``: the exported graph and its initial weights
+- ``augmented.npy``: a grid of augmented probe images; ``summary.txt``: the torchinfo summary
+
+Every step catches its own failure and records ``{"type", "message", "where"}``, so the trusted side
+always gets a readable result, even from a submission that crashes at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+CUDA_MARKERS = ("Torch not compiled with CUDA", "NVIDIA driver", "No CUDA GPUs", "CUDA driver", "cuda:0", "CUDA error", "is_available() is False")  # fmt: skip
+
+
+def typed_error(exc: BaseException, root: Path, stage: str) -> dict:
+    """{'type', 'message', 'where'} for an exception raised by student code."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{_rel(exc.filename, root)}:{exc.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(root))]
+        if frames:
+            where = f"{_rel(frames[-1].filename, root)}:{frames[-1].lineno}"
+    if isinstance(exc, SyntaxError):
+        kind = "syntax_error"
+    elif isinstance(exc, (ImportError, ModuleNotFoundError)):
+        kind = "import_error"
+    elif isinstance(exc, SystemExit):
+        kind = "exit_called"
+        text = f"the code called exit({exc.code!r}) while {stage}"
+    elif isinstance(exc, MemoryError):
+        kind = "out_of_memory"
+    elif any(m in text for m in CUDA_MARKERS) or (
+        isinstance(exc, (RuntimeError, AssertionError)) and "cuda" in text.lower()
+    ):
+        kind = "cuda_required"
+    else:
+        kind = f"{stage}_failed"
+    return {"type": kind, "message": text[:1000], "where": where, "stage": stage}
+
+
+def _rel(path: str, root: Path) -> str:
+    return path[len(str(root)) :].lstrip("/") if path.startswith(str(root)) else os.path.basename(path)
+
+
+def module_name_candidates(file: Path, root: Path) -> list[tuple[str, Path]]:
+    """(module name, sys.path entry) to try for ``file``: most qualified first (packages, namespace
+    packages, the repo imported by its own name), then the bare file name."""
+    rel = file.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    out = []
+    for i in range(len(parts)):
+        names = parts[i:]
+        if all(p.isidentifier() for p in names):
+            out.append((".".join(names), root.joinpath(*parts[:i])))
+    return out
+
+
+def import_file(file: Path, root: Path) -> Any:
+    last: BaseException | None = None
+    for name, base in module_name_candidates(file, root):
+        if str(base) not in sys.path:
+            sys.path.insert(0, str(base))
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            # Only a failure to import *this* name means "try the next way"; others are real errors.
+            if isinstance(exc, ModuleNotFoundError) and exc.name and name.startswith(exc.name):
+                last = exc
+                for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                    sys.modules.pop(key, None)
+                continue
+            if "relative import" in str(exc):
+                last = exc
+                continue
+            raise
+    raise last or ImportError(f"cannot import {file}")
+
+
+def build_model(module: Any, spec: dict, root: Path, report: dict) -> Any:
+    """Try the candidates (the spec's choice first); keep the first that maps (N,3,32,32) to logits."""
+    import torch
+
+    shape = tuple(spec["input_shape"])
+    chosen = None
+    for cand in spec["candidates"]:
+        entry: dict[str, Any] = {"class": cand["class"], "args": cand.get("args", []), "kwargs": cand.get("kwargs", {})}
+        report["candidates"].append(entry)
+        cls = getattr(module, cand["class"], None)
+        if cls is None:
+            entry["error"] = {"type": "not_found", "message": f"{cand['class']} is not defined in the module"}
+            continue
+        try:
+            model = cls(*cand.get("args", []), **cand.get("kwargs", {}))
+            model.eval()
+            with torch.no_grad():
+                out = model(torch.randn(2, *shape))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            entry["output_shape"] = list(out.shape)
+            entry["ok"] = tuple(out.shape) == (2, spec["num_classes"])
+            if not entry["ok"]:
+                entry["error"] = {"type": "wrong_output_shape", "message": f"(2, 3, 32, 32) gives {tuple(out.shape)}, expected (2, {spec['num_classes']})"}  # fmt: skip
+        except BaseException as exc:
+            entry["error"] = typed_error(exc, root, "building the model")
+            continue
+        if entry["ok"] and chosen is None:
+            chosen = (model, entry)
+            if spec.get("first_match", True):
+                break
+    if chosen is None:
+        return None
+    chosen[1]["chosen"] = True
+    return chosen[0]
+
+
+def resolve_transforms(spec: dict, root: Path, modules: dict[str, Any]) -> tuple[Any, str]:
+    """The train pipeline object named by the spec: a variable, a function's result, a class instance."""
+    from grader.probe import runtime
+
+    t = spec["transforms"]
+    module = modules.get(t["file"])
+    if module is None:
+        module = import_file(root / t["file"], root)
+        modules[t["file"]] = module
+    name = t.get("name")
+    if name:
+        obj: Any = module
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        if _is_pipeline(obj):
+            return obj, f"{t['file']}:{name}"
+        if isinstance(obj, type) or callable(obj):
+            before = len(runtime.CREATED_COMPOSES)
+            result = obj(*t.get("args", []), **t.get("kwargs", {}))
+            if _is_pipeline(result):
+                return result, f"{t['file']}:{name}()"
+            inner = _pipeline_inside(result)
+            if inner is not None:
+                return inner, f"{t['file']}:{name}()"
+            fresh = runtime.CREATED_COMPOSES[before:]
+            if fresh:
+                return fresh[0][0], fresh[0][1]
+        raise LookupError(f"{t['file']}:{name} is not an albumentations pipeline ({type(obj).__name__})")
+    for obj, site in runtime.CREATED_COMPOSES:
+        if site.startswith(t["file"] + ":") and _looks_like_train(obj):
+            return obj, site
+    raise LookupError(f"no train pipeline found in {t['file']}")
+
+
+def _is_pipeline(obj: Any) -> bool:
+    return type(obj).__name__ in ("Compose", "Sequential", "OneOf") and hasattr(obj, "transforms")
+
+
+def _pipeline_inside(obj: Any) -> Any:
+    for value in getattr(obj, "__dict__", {}).values():
+        if _is_pipeline(value):
+            return value
+    return None
+
+
+def _looks_like_train(obj: Any) -> bool:
+    from grader.augment_probe import leaves
+
+    names = {type(t).__name__ for t in leaves(obj)}
+    return bool(names & {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine"})
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    root = Path(spec["root"]).resolve()
+    out = Path(spec["out"])
+    report: dict[str, Any] = {"steps": {}, "candidates": [], "errors": [], "warnings": []}
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def save() -> None:
+        report["timings"] = timings
+        from grader.probe import runtime
+
+        report["stubbed_modules"] = sorted(set(runtime.STUBBED))
+        report["datasets_faked"] = sorted(set(runtime.DATASETS_FAKED))
+        (out / "probe.json").write_text(json.dumps(report, default=repr))
+
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.argv = [spec["model"]["file"] if spec.get("model") else "model.py"]
+    # The libraries students import at top level, loaded before any student code runs (and before the
+    # stub finder is installed, so their own optional imports are not stubbed).
+    import numpy  # noqa: F401
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
+    with contextlib.suppress(Exception):
+        import albumentations
+        import albumentations.pytorch  # noqa: F401
+    for name in ("torchvision", "matplotlib", "matplotlib.pyplot", "tqdm", "tqdm.auto", "PIL", "cv2", "torchinfo", "torchsummary"):  # fmt: skip
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    timings["libraries"] = time.perf_counter() - t0
+
+    from grader.probe import runtime
+
+    runtime.fake_datasets()
+    runtime.record_creation_sites(root)
+    runtime.install_stub_finder(root)
+    os.chdir(spec.get("cwd") or root)
+    for extra in spec.get("sys_path", []):
+        sys.path.insert(0, str(root / extra))
+
+    modules: dict[str, Any] = {}
+    captured = io.StringIO()
+    model = None
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        # ---- model -------------------------------------------------------------------------------
+        if spec.get("model"):
+            t1 = time.perf_counter()
+            try:
+                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                    module = import_file(root / spec["model"]["file"], root)
+                    modules[spec["model"]["file"]] = module
+                    report["steps"]["import"] = "ok"
+                    model = build_model(module, spec["model"], root, report)
+                if model is None:
+                    report["steps"]["build"] = "failed"
+                else:
+                    report["steps"]["build"] = "ok"
+            except BaseException as exc:
+                err = typed_error(exc, root, "importing the model")
+                report["steps"]["import"] = "failed"
+                report["errors"].append(err)
+            timings["model"] = time.perf_counter() - t1
+        # ---- transforms ---------------------------------------------------------------------------
+        if spec.get("transforms"):
+            t1 = time.perf_counter()
+            try:
+                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                    pipeline, site = resolve_transforms(spec, root, modules)
+                report["steps"]["transforms"] = "ok"
+                report["transforms"] = describe_pipeline(pipeline, site, out)
+            except BaseException as exc:
+                report["steps"]["transforms"] = "failed"
+                report["errors"].append(typed_error(exc, root, "building the transforms"))
+            timings["transforms"] = time.perf_counter() - t1
+    report["warnings"] = [
+        {
+            "category": w.category.__name__,
+            "message": str(w.message)[:500],
+            "where": f"{_rel(w.filename, root)}:{w.lineno}",
+        }
+        for w in caught_warnings[:50]
+    ]
+    report["captured_output"] = captured.getvalue()[-20000:]
+    save()
+    # ---- graph (outside catch_warnings: export's own warnings are not the student's) --------------
+    if model is not None:
+        t1 = time.perf_counter()
+        try:
+            export_graph(model, spec, root, out, report)
+            report["steps"]["export"] = "ok"
+        except BaseException as exc:
+            report["steps"]["export"] = "failed"
+            err = typed_error(exc, root, "exporting the graph")
+            err["type"] = "cuda_required" if err["type"] == "cuda_required" else "export_failed"
+            report["errors"].append(err)
+        timings["export"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        try:
+            write_summary(model, spec, out)
+        except Exception as exc:
+            report["warnings"].append({"category": "summary", "message": f"torchinfo failed: {exc}"[:300], "where": ""})
+        timings["summary"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    save()
+    return 0
+
+
+def export_graph(model: Any, spec: dict, root: Path, out: Path, report: dict) -> None:
+    from safetensors.torch import save_file
+
+    from grader.probe import runtime
+    from grader.probe.graph_export import export_model
+
+    graph, tensors = export_model(model, tuple(spec["input_shape"]), root)
+    graph["module_sites"] = runtime.module_sites(model)
+    graph["model_class"] = type(model).__name__
+    (out / "graph.json").write_text(json.dumps(graph))
+    save_file(tensors, str(out / "weights.safetensors"))
+
+
+def write_summary(model: Any, spec: dict, out: Path) -> None:
+    import torchinfo
+
+    stats = torchinfo.summary(
+        model,
+        input_size=(1, *spec["input_shape"]),
+        col_names=("kernel_size", "output_size", "num_params"),
+        depth=4,
+        verbose=0,
+        device="cpu",
+    )
+    (out / "summary.txt").write_text(str(stats))
+
+
+def describe_pipeline(pipeline: Any, site: str, out: Path) -> dict:
+    import albumentations as A
+    import numpy as np
+
+    from grader.augment_probe import augmented_grid, describe, probe_coarse_dropout, showcase_image
+
+    result: dict[str, Any] = {"site": site, "description": describe(pipeline), "version": A.__version__}
+    try:
+        result["to_dict"] = A.to_dict(pipeline)
+    except Exception as exc:
+        result["to_dict_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    try:
+        result["coarse_dropout_probe"] = probe_coarse_dropout(pipeline)
+    except Exception as exc:
+        result["coarse_dropout_probe_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    try:
+        np.save(out / "augmented.npy", augmented_grid(pipeline, showcase_image()))
+    except Exception as exc:
+        result["grid_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1]))
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(3)

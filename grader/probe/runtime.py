@@ -1,0 +1,204 @@
+"""Child side: make a student's module importable without letting it do real work.
+
+- Stub modules for third-party imports the submission makes that are not installed (``google.colab``,
+  ``torch_lr_finder``…): only imports made from the submission's own files are stubbed, and each is
+  recorded so the report can say so.
+- Fake torchvision datasets: CIFAR10/MNIST/CIFAR100 built at import time get 64 random images
+  instead of a download (the probe has no network and never sees real data).
+- The creation site (file:line in the submission) of every nn.Module and albumentations Compose is
+  recorded, so that messages can point at the line that built a layer.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STUBBED: list[str] = []
+DATASETS_FAKED: list[str] = []
+CREATED_COMPOSES: list[tuple[Any, str]] = []
+
+
+def _submission_frame(root: str, depth: int = 2) -> str | None:
+    """'file.py:12' of the innermost caller frame inside the submission, or None."""
+    frame = sys._getframe(depth)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(root):
+            return f"{filename[len(root) :].lstrip('/')}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+class _Stub:
+    """Stands in for anything from a missing module: callable, subscriptable, iterable (empty)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> _Stub:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Stub(f"{self._name}.{attr}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:
+        return _Stub(f"{self._name}()")
+
+    def __getitem__(self, key: Any) -> _Stub:
+        return _Stub(f"{self._name}[]")
+
+    def __iter__(self):
+        return iter(())
+
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        return (object,)
+
+    def __repr__(self) -> str:
+        return f"<stub {self._name}>"
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Stub(f"{self.__name__}.{attr}")
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Last on sys.meta_path: a missing module imported from a submission file becomes a stub."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        top = fullname.split(".")[0]
+        if top in sys.stdlib_module_names:
+            return None
+        if top != fullname and top not in STUBBED:
+            return None  # a submodule of a real package: let the ImportError through
+        if _submission_frame(self.root, depth=1) is None:
+            return None
+        if top == fullname:
+            STUBBED.append(fullname)
+        return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = _StubModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None
+
+
+def install_stub_finder(root: Path) -> None:
+    sys.meta_path.append(_StubFinder(str(root)))
+
+
+def fake_datasets() -> None:
+    """Replace torchvision's downloadable datasets with small random ones (same API)."""
+    try:
+        import torchvision.datasets as tvd
+        from PIL import Image
+    except Exception:
+        return
+
+    def make(name: str, shape: tuple[int, ...], classes: list[str]) -> type:
+        class Fake(tvd.VisionDataset):
+            def __init__(self, root: Any = "", train: bool = True, transform: Any = None, target_transform: Any = None, download: bool = False, **kwargs: Any):  # fmt: skip
+                super().__init__(str(root), transform=transform, target_transform=target_transform)
+                DATASETS_FAKED.append(name)
+                rng = np.random.default_rng(0)
+                self.train = train
+                self.data = rng.integers(0, 256, size=(64, *shape), dtype=np.uint8)
+                self.targets = [int(t) for t in rng.integers(0, len(classes), size=64)]
+                self.classes = list(classes)
+                self.class_to_idx = {c: i for i, c in enumerate(classes)}
+
+            def __getitem__(self, index: int) -> tuple[Any, Any]:
+                img = Image.fromarray(self.data[index])
+                target = self.targets[index]
+                if self.transform is not None:
+                    img = self.transform(img)
+                if self.target_transform is not None:
+                    target = self.target_transform(target)
+                return img, target
+
+            def __len__(self) -> int:
+                return len(self.data)
+
+        Fake.__name__ = Fake.__qualname__ = name
+        return Fake
+
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    tvd.CIFAR10 = make("CIFAR10", (32, 32, 3), cifar)
+    tvd.CIFAR100 = make("CIFAR100", (32, 32, 3), [str(i) for i in range(100)])
+    tvd.MNIST = make("MNIST", (28, 28), [str(i) for i in range(10)])
+
+
+def record_creation_sites(root: Path) -> None:
+    """Remember where in the submission each nn.Module and A.Compose was constructed."""
+    import torch.nn as nn
+
+    root_s = str(root)
+    original = nn.Module.__init__
+
+    def module_init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        site = _submission_frame(root_s)
+        if site is not None:
+            object.__setattr__(self, "_s6_created_at", site)
+
+    nn.Module.__init__ = module_init  # type: ignore[method-assign]
+    try:
+        import albumentations as A
+    except Exception:
+        return
+    compose_init = A.Compose.__init__
+
+    def compose_record(self: Any, *args: Any, **kwargs: Any) -> None:
+        compose_init(self, *args, **kwargs)
+        site = _submission_frame(root_s)
+        if site is not None:
+            CREATED_COMPOSES.append((self, site))
+
+    A.Compose.__init__ = compose_record  # type: ignore[method-assign]
+    # Keep the keyword arguments each augmentation was given: albumentations 2.x drops the 1.x names
+    # (max_holes, fill_value...) and keeps no trace of their values.
+    for name in ("CoarseDropout", "ShiftScaleRotate", "HorizontalFlip", "Affine", "Cutout"):
+        cls = getattr(A, name, None)
+        if cls is not None:
+            cls.__init__ = _keep_kwargs(cls.__init__)
+
+
+def _keep_kwargs(init: Any) -> Any:
+    import functools
+
+    from grader.augment_probe import jsonable
+
+    @functools.wraps(init)  # albumentations reads __init__'s signature to serialize the transform
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        try:
+            self._s6_kwargs = {k: jsonable(v) for k, v in kwargs.items()}
+            self._s6_positional = len(args)
+        except Exception:
+            pass
+
+    return wrapper
+
+
+def module_sites(model: Any) -> dict[str, str]:
+    """Module path -> 'file.py:line' where it was constructed (submodules included)."""
+    out = {}
+    for name, module in model.named_modules():
+        site = getattr(module, "_s6_created_at", None)
+        if site:
+            out[name] = site
+    return out

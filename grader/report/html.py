@@ -1,0 +1,23 @@
+"""The self-contained HTML report (Jinja, autoescaped; images are inlined as base64)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import jinja2
+
+from grader.augment_probe import flatten
+
+
+def environment() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader(str(resources.files("grader.templates")))
+    env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined)  # fmt: skip
+    env.globals["leaves"] = flatten
+    return env
+
+
+def render_report(results: dict, training_html: str = "", evidence_html: str = "") -> str:
+    template = environment().get_template("report.html.j2")
+    return template.render(
+        r=results, f=results.get("facts", {}), training_html=training_html, evidence_html=evidence_html
+    )

@@ -1,0 +1,49 @@
+"""The terminal summary: one line per rule with a mark, the points and the reason."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+MARKS = {"passed": ("✓", "green"), "failed": ("✗", "red"), "skipped": ("-", "yellow"), "error": ("!", "magenta")}
+
+
+def print_summary(results: dict, console: Console | None = None, files: list[str] | None = None) -> None:
+    console = console or Console()
+    sub = results.get("submission", {})
+    console.print(f"[bold]s6-grader[/bold] {results.get('grader_version', '')}  {sub.get('path', '')}")
+    err = results.get("error")
+    if err and not results.get("checks"):
+        console.print(f"[red]could not grade[/red]: {err['type']}: {err['message']}")
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("", width=1)
+    table.add_column("rule")
+    table.add_column("points", justify="right")
+    table.add_column("why", overflow="fold")
+    for check in results.get("checks", []):
+        mark, colour = MARKS.get(check["status"], ("?", "white"))
+        if check.get("extra") and check["status"] == "failed":
+            mark, colour = "·", "dim"
+        points = f"{check['points']:g}/{check['max_points']}" + (" extra" if check.get("extra") else "")
+        why = check["message"]
+        if check["status"] == "failed" and check.get("hint"):
+            why += f"\n[dim]hint: {check['hint']}[/dim]"
+        for warning in check.get("warnings", [])[:2]:
+            why += f"\n[yellow]note: {warning}[/yellow]"
+        table.add_row(Text(mark, style=colour), check["id"], points, why)
+    console.print(table)
+    pending = sum(c["max_points"] for c in results.get("checks", []) if c["status"] == "skipped" and not c.get("extra"))
+    score = f"[bold]score {results['score']:g}/{results['max_score']}[/bold]"
+    if results.get("bonus"):
+        score += f" + bonus {results['bonus']:g}"
+    if pending:
+        score += f"  ({pending} points not decided in this run)"
+    console.print(score)
+    if err:
+        console.print(f"[magenta]submission error[/magenta]: {err['type']}: {err['message']}" + (f" ({err['where']})" if err.get("where") else ""))  # fmt: skip
+    for warning in results.get("warnings", [])[:8]:
+        console.print(f"[yellow]warning[/yellow]: {warning}")
+    for f in files or []:
+        console.print(f"wrote {f}")

@@ -1,0 +1,174 @@
+"""The grader's training recipe, readable top to bottom (in the spirit of airbench).
+
+Every submission is trained with this same recipe, so the accuracy rule compares models, not
+training scripts. The hyperparameters live in one dict; the rubric (``[training]``) and a
+submission's ``grade.toml`` may change them within the rubric's caps.
+
+The recipe: SGD with Nesterov momentum, a linear warm-up then linear decay to zero over the
+planned epochs (one-cycle), label smoothing, weight decay on conv/linear weights only, batch
+norm left undecayed, channels_last, and bf16 autocast on CUDA. The data pipeline is the
+student's own albumentations train transforms, applied in DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HYP: dict[str, float | int | bool] = {
+    "epochs": 20,  # planned epochs: the schedule's length, and the cap
+    "batch_size": 256,
+    "lr": 0.2,  # peak learning rate (for batch_size; scaled linearly if it changes)
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.1,
+    "warmup_fraction": 0.2,  # share of the steps spent rising from 0 to lr
+    "workers": 2,  # DataLoader worker processes running the student's transforms
+    "seed": 0,
+}
+
+
+def to_model_input(out: object) -> torch.Tensor:
+    """The grader's convention for what a transform pipeline returns.
+
+    A CHW tensor (ToTensorV2) or an HWC numpy array; uint8 is scaled to 0..1, floats are
+    taken as they are. The trusted evaluation applies the same conversion.
+    """
+    if isinstance(out, np.ndarray):
+        if out.ndim == 2:
+            out = out[:, :, None]
+        t = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    elif isinstance(out, torch.Tensor):
+        t = out
+    else:
+        raise TypeError(f"the train transforms returned {type(out).__name__}, not an image array or tensor")
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    return t.float()
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """uint8 HWC images through an albumentations-style callable ``transform(image=...)``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return to_model_input(image), int(self.labels[i])
+
+
+def make_optimizer(model: nn.Module, hyp: dict) -> torch.optim.Optimizer:
+    # Decay only weights of conv/linear layers; BN affine and biases stay free (as airbench).
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    free = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    lr = hyp["lr"] * hyp["batch_size"] / 256
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": hyp["weight_decay"]}, {"params": free, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=hyp["momentum"],
+        nesterov=bool(hyp["nesterov"]),
+    )
+
+
+def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
+    """Learning-rate factor: linear 0 -> 1 over the warm-up, then linear 1 -> 0."""
+    warm = max(1, int(total * warmup_fraction))
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / max(1, total - warm))
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    lr: float
+    seconds: float
+    images: int
+
+
+def train(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    transform: Callable | None,
+    hyp: dict,
+    device: torch.device,
+    outputs_are_probabilities: bool = False,
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> Iterator[EpochStats]:
+    """Train ``model`` in place; yield after every epoch so the caller can hand the weights over.
+
+    The caller stops iterating to stop training (early stop once the trusted side has seen the
+    target). ``outputs_are_probabilities``: the model ends in softmax, so the loss takes their log.
+    """
+    torch.manual_seed(int(hyp["seed"]))
+    np.random.seed(int(hyp["seed"]))
+    cuda = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        AugmentedImages(images, labels, transform),
+        batch_size=int(hyp["batch_size"]),
+        shuffle=True,
+        drop_last=len(labels) > int(hyp["batch_size"]),
+        num_workers=int(hyp["workers"]),
+        pin_memory=cuda,
+        persistent_workers=int(hyp["workers"]) > 0,
+        generator=torch.Generator().manual_seed(int(hyp["seed"])),
+    )
+    model.to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, hyp)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    total_steps = int(hyp["epochs"]) * len(loader)
+    step = 0
+    for epoch in range(1, int(hyp["epochs"]) + 1):
+        model.train()
+        start = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            factor = one_cycle(step, total_steps, float(hyp["warmup_fraction"]))
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                out = model(x)
+            out = out.float()
+            if outputs_are_probabilities:
+                loss = F.nll_loss(torch.log(out.clamp_min(1e-12)), y)
+            else:
+                # cross_entropy also suits log_softmax outputs: log_softmax is idempotent.
+                loss = F.cross_entropy(out, y, label_smoothing=float(hyp["label_smoothing"]))
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            if progress is not None:
+                progress(epoch, seen, loss_sum / seen, correct / seen)
+        yield EpochStats(
+            epoch=epoch,
+            train_loss=loss_sum / max(1, seen),
+            train_acc=correct / max(1, seen),
+            lr=base_lrs[0] * one_cycle(max(0, step - 1), total_steps, float(hyp["warmup_fraction"])),
+            seconds=time.perf_counter() - start,
+            images=seen,
+        )
