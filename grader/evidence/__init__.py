@@ -1,0 +1,123 @@
+"""Evidence: what a submission shows about itself (README, training logs, notebooks, stated figures).
+
+Pure Python, read-only, nothing of the submission is executed. ``collect`` gathers everything into one
+JSON-serializable dict for the report; the modules can be used on their own:
+
+- ``notebooks``: read ``.ipynb`` files, execution order, the definitions module for notebook-only code
+- ``logs``: per-epoch test accuracy from logs, README text and notebook outputs; the training_log verdict
+- ``readme``: which parts the README shows, and whether its images exist
+- ``claims``: stated params / RF / accuracy, compared with measured figures
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from grader.evidence.claims import Claims, compare, extract_claims
+from grader.evidence.logs import MAX_FILES, SKIP_DIRS, find_logs, parse_log, read_text, training_log_verdict
+from grader.evidence.notebooks import NotebookError, read_notebook
+from grader.evidence.readme import analyze_readme, find_readme
+
+__all__ = ["collect"]
+
+
+def _notebook_paths(scan: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(scan):
+        dirnames[:] = sorted(d for d in dirnames if d.lower() not in SKIP_DIRS and not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(".ipynb")]
+        if len(found) >= MAX_FILES:
+            break
+    return found[:MAX_FILES]
+
+
+def _comments(code: str) -> str:
+    """Only the comments of a code cell, line numbers kept: code such as ``rf = 1`` or
+    ``print(f"Accuracy: {100. * correct}")`` states nothing, while ``# RF: 45`` does."""
+    return "\n".join(line[line.index("#") + 1 :] if "#" in line else "" for line in code.split("\n"))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def collect(root: Path, assignment_dir: Path | None = None, target: float = 85.0, measured: dict | None = None) -> dict:
+    """Everything the submission shows, as a JSON-serializable dict; never raises on bad input.
+
+    Logs and notebooks are searched in ``assignment_dir`` when given (a repository often holds every
+    session's work), else in ``root``. ``measured`` (params, receptive_field, accuracy, accuracy_source)
+    adds ``comparisons`` of the claims with those figures.
+    """
+    root = Path(root).absolute()
+    scan = Path(assignment_dir) if assignment_dir is not None else root
+    if not scan.is_absolute() and (root / scan).is_dir():  # a folder named relative to the submission
+        scan = root / scan
+    scan = scan.absolute()
+    notes: list[str] = []
+    result: dict = {"readme": None, "logs": [], "log_verdict": None, "claims": None, "notebooks": [], "notes": notes}
+
+    assignment = scan if scan != root else None
+    try:
+        result["readme"] = analyze_readme(root, assignment).to_dict()
+    except Exception as exc:  # the report must still come out
+        notes.append(f"README could not be analysed: {type(exc).__name__}: {exc}")
+
+    texts: list[tuple[str, str]] = []  # (source, text) for the claims
+    readme_rel: str | None = None
+    try:
+        readme = find_readme(root, assignment)
+        if readme is not None:
+            readme_rel = _rel(readme, root)
+            texts.append((readme_rel, read_text(readme)))
+    except Exception as exc:
+        notes.append(f"README could not be read: {type(exc).__name__}: {exc}")
+
+    try:
+        parses = find_logs(scan, notes, base=root)
+        if readme_rel and texts and not any(p.source == readme_rel for p in parses):
+            extra = parse_log(texts[0][1], readme_rel)  # a root README outside the assignment folder
+            if extra.epochs:
+                parses.append(extra)
+        result["logs"] = [p.to_dict() for p in parses]
+        result["log_verdict"] = training_log_verdict(parses, target).to_dict()
+    except Exception as exc:
+        notes.append(f"logs could not be searched: {type(exc).__name__}: {exc}")
+
+    try:
+        for path in _notebook_paths(scan):
+            rel = _rel(path, root)
+            try:
+                nb = read_notebook(path)
+            except NotebookError as exc:
+                result["notebooks"].append({"path": rel, "error": str(exc)})
+                continue
+            summary = nb.to_dict()
+            summary["path"] = rel
+            result["notebooks"].append(summary)
+            for cell in nb.cells:
+                text = _comments(cell.source) if cell.kind == "code" else cell.source
+                texts.append((f"{rel} cell {cell.index}", text))
+                if cell.outputs_text:
+                    texts.append((f"{rel} cell {cell.index} output", cell.outputs_text))
+    except Exception as exc:
+        notes.append(f"notebooks could not be read: {type(exc).__name__}: {exc}")
+
+    for p in result["logs"]:
+        if p["kind"] == "file":
+            try:
+                texts.append((p["source"], read_text(root / p["source"])))
+            except OSError as exc:
+                notes.append(f"{p['source']}: cannot be read for claims ({exc.strerror or exc})")
+
+    try:
+        claims: Claims = extract_claims(texts)
+        result["claims"] = claims.to_dict()
+        if measured is not None:
+            result["comparisons"] = [c.to_dict() for c in compare(claims, measured)]
+    except Exception as exc:
+        notes.append(f"claims could not be extracted: {type(exc).__name__}: {exc}")
+    return result
