@@ -61,7 +61,7 @@ def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> d
     if not disc.models:
         problem = disc.problems[0] if disc.problems else {"type": "model_not_found", "message": "no model found"}
         return {"type": problem["type"], "message": problem["message"] + ". Point at it with --model FILE:CLASS or grade.toml", "where": ""}  # fmt: skip
-    if probe is None:
+    if probe is None or ("build" not in probe.get("steps", {}) and "import" not in probe.get("steps", {})):
         failure = child.failure() or {"type": "crash", "message": "the probe wrote no result"}
         failure.setdefault("where", "")
         if failure["type"] == "timeout":
@@ -137,16 +137,8 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
             facts.warnings.append(f"the rebuilt pipeline could not be probed ({type(exc).__name__}); the child's measurement is used")  # fmt: skip
     else:
         facts.warnings.append("the train pipeline could not be rebuilt from its config (custom transforms?): CoarseDropout's behaviour is the child's own measurement")  # fmt: skip
-    texts = student_texts(facts.submission, disc)
-    facts.aug = analyze_augmentations(
-        transforms,
-        trusted_probe,
-        facts.rubric["rules"]["augmentations"],
-        facts.mean,
-        facts.std,
-        texts,
-        [c.__dict__ for c in disc.aug_calls],
-    )
+    facts.aug_inputs = (transforms, trusted_probe, student_texts(facts.submission, disc), [c.__dict__ for c in disc.aug_calls])  # fmt: skip
+    reanalyze_augmentations(facts)
     grid_file = out / "augmented.npy"
     if grid_file.is_file() and grid_file.stat().st_size < 5_000_000:
         try:
@@ -154,6 +146,16 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
             facts.augmented_grid_png = grid_png(grid)
         except (ValueError, OSError):
             pass
+
+
+def reanalyze_augmentations(facts: Facts) -> None:
+    """Decide the augmentations from the stored inputs (again, once the real data's mean is known)."""
+    inputs = getattr(facts, "aug_inputs", None)
+    if inputs is None:
+        return
+    transforms, trusted_probe, texts, calls = inputs
+    rule = facts.rubric["rules"]["augmentations"]
+    facts.aug = analyze_augmentations(transforms, trusted_probe, rule, facts.mean, facts.std, texts, calls)
 
 
 def rebuild_pipeline(config: Any) -> Any:
@@ -211,3 +213,21 @@ def grid_png(grid: np.ndarray) -> str | None:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def collect_evidence(facts: Facts, disc: Discovery, rubric: dict) -> dict:
+    """README, logs and notebooks, with the claims compared to what the grader measured."""
+    from grader.evidence import collect
+
+    measured: dict[str, Any] = {}
+    if facts.params is not None:
+        measured["params"] = facts.params.params
+    if facts.rf is not None:
+        measured["receptive_field"] = facts.rf.rf
+    training = facts.training or {}
+    if training.get("best_test_acc") is not None:
+        measured["accuracy"] = training["best_test_acc"]
+        measured["accuracy_source"] = "checkpoint" if training.get("source") == "checkpoint accuracy" else "grader"
+    target = float(rubric["rules"]["training_log"].get("target", 85.0))
+    folder = facts.submission / disc.assignment_dir if disc.assignment_dir else None
+    return collect(facts.submission, folder, target=target, measured=measured)

@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     status = console.status("grading", spinner="dots") if not args.quiet and console.is_terminal else None
 
     def progress(stage: str, detail: str = "") -> None:
-        if status is not None:
+        if status is None:
+            return
+        if stage == "train":  # the training job prints its own per-epoch table
+            status.stop()
+        else:
             status.update(f"{stage}: {detail}")
 
     opts = GradeOptions(

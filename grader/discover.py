@@ -27,7 +27,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", "node_modules", "site-packages",
+SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", "node_modules", "site-packages", "grade-out",
              ".ipynb_checkpoints", "wandb", "runs", "lightning_logs", ".idea", ".vscode", ".mypy_cache", ".pytest_cache"}  # fmt: skip
 MAX_FILES = 4000
 MAX_PY_BYTES = 2_000_000
@@ -48,6 +48,7 @@ KEYWORDS = {
     r"\bMNIST\b": -4,
 }  # fmt: skip
 AUG_NAMES = {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine", "Cutout"}
+GENERATED_PREFIX = "_s6_notebook_"  # modules made from notebook cells, in the probe's copy only
 
 
 class DiscoveryError(Exception):
@@ -139,11 +140,16 @@ def discover(
     files, notebooks, notes = _walk(root)
     py = {rel: _parse(root / rel, rel) for rel in files}
     nb_code = {rel: _notebook_code(root / rel) for rel in notebooks}
+    generated = _notebook_modules(root, notebooks, notes)
+    for rel, source in generated.items():
+        py[rel] = _PyFile(rel, source, ast.parse(source), None)
     assignment = _assignment_dir(root, py, nb_code)
     if assignment:
         notes.append(f"assignment found in {assignment}/ (by its content: CIFAR-10, CoarseDropout, dilation, groups)")
     problems: list[dict] = []
-    disc = Discovery(root, assignment, [], None, [], [], sorted(py), sorted(nb_code), notes, problems, pinned)
+    disc = Discovery(
+        root, assignment, [], None, [], [], sorted(files), sorted(nb_code), notes, problems, pinned, generated
+    )
     scope = {rel: f for rel, f in py.items() if _under(rel, assignment)}
     nb_scope = {rel: code for rel, code in nb_code.items() if _under(rel, assignment)}
     disc.models = _model_candidates(scope, nb_scope, pinned, problems, notes)
@@ -269,6 +275,32 @@ def _sys_path_entries(root: Path, py: dict[str, _PyFile]) -> list[str]:
         if "src" in parts[:-1]:
             entries.add("/".join(parts[: parts.index("src") + 1]))
     return sorted(entries)
+
+
+def _is_generated(rel: str) -> bool:
+    return rel.rsplit("/", 1)[-1].startswith(GENERATED_PREFIX)
+
+
+def _notebook_modules(root: Path, notebooks: list[str], notes: list[str]) -> dict[str, str]:
+    """A module of each notebook's definitions (imports, classes, functions, constants), written next
+    to the notebook in the probe's copy; its training cells, magics and Drive mounts are left out."""
+    from grader.evidence.notebooks import NotebookError, definitions_module, read_notebook
+
+    out = {}
+    for rel in notebooks:
+        try:
+            module = definitions_module(read_notebook(root / rel))
+            ast.parse(module.source)
+        except (NotebookError, SyntaxError, ValueError) as exc:
+            notes.append(f"{rel}: its definitions could not be read ({str(exc)[:120]})")
+            continue
+        if not module.source.strip():
+            continue
+        folder, _, name = rel.rpartition("/")
+        stem = re.sub(r"\W", "_", name.removesuffix(".ipynb"))
+        target = f"{folder}/{GENERATED_PREFIX}{stem}.py" if folder else f"{GENERATED_PREFIX}{stem}.py"
+        out[target] = module.source
+    return out
 
 
 # ---- model ----------------------------------------------------------------------------------------
@@ -407,8 +439,9 @@ def _model_candidates(
             if re.search(r"MaxPool|max_pool", text):
                 score -= 1
                 reasons.append("uses max pooling")
-            if rel.endswith(".ipynb"):
+            if _is_generated(rel):
                 score -= 0.5
+                reasons.append("defined in a notebook")
             cand = ModelCandidate(rel, name, node.lineno, score, reasons)
             cand.required_params = _required_params(node)
             _call_site_args(cand, sites, notes)
@@ -469,7 +502,7 @@ def _transform_candidates(files: dict[str, _PyFile], pinned: dict) -> list[Trans
             cand = _container(call, parents, rel)
             bonus = 1 if re.search(r"train", ast.unparse(call) + (cand.name or ""), re.I) else 0
             found.append((bonus + {"variable": 3, "function": 2, "class": 1, "import": 0}[cand.kind], cand))
-    found.sort(key=lambda t: -t[0])
+    found.sort(key=lambda t: -t[0] + (0.5 if _is_generated(t[1].file) else 0))
     seen, out = set(), []
     for _, cand in found:
         key = (cand.file, cand.name)

@@ -201,10 +201,26 @@ class LoadedGraph:
 
 
 def load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
-    """Validate the probe's graph JSON, rebuild it and measure every node's shape on a batch of 2."""
+    """Validate the probe's graph JSON, rebuild it and measure every node's shape on a batch of 2.
+
+    Whatever the JSON holds (it comes from the untrusted child), the outcome is a LoadedGraph or a
+    GraphError, never another exception.
+    """
+    try:
+        return _load_graph(graph, weights)
+    except GraphError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise GraphError("bad_graph", f"malformed graph: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
     if not isinstance(graph, dict) or graph.get("schema") != GRAPH_SCHEMA:
         raise GraphError("bad_graph", f"graph file is not {GRAPH_SCHEMA}")
-    input_shape = tuple(int(v) for v in graph.get("input_shape", ()))
+    raw_shape = graph.get("input_shape", ())
+    if not isinstance(raw_shape, list) or not all(isinstance(v, int) for v in raw_shape):
+        raise GraphError("bad_graph", f"bad input shape {raw_shape!r}")
+    input_shape = tuple(raw_shape)
     if len(input_shape) != 3 or not all(0 < v <= 1024 for v in input_shape):
         raise GraphError("bad_graph", f"bad input shape {input_shape}")
     inputs = [_graph_input(i) for i in graph.get("inputs", [])]
@@ -223,6 +239,7 @@ def load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
         raise GraphError("bad_graph", "the graph must take exactly one image batch")
     nodes, gm = _rebuild(graph.get("nodes", []), inputs)
     model = RebuiltModel(gm, inputs, tensors).eval()
+    _check_sizes_with_fake_tensors(model, input_shape)
     output_shape = _measure_shapes(model, nodes, input_shape)
     return LoadedGraph(nodes, inputs, model, input_shape, bool(graph.get("batch_dynamic")), output_shape)
 
@@ -291,14 +308,18 @@ def _rebuild(raw_nodes: list, inputs: list[GraphInput]) -> tuple[list[Node], tor
             seen_placeholders.append(name)
         elif op == "call_function":
             target = resolve_target(node.target)
-            args = _decode(node.args, env, refs)
-            kwargs = _decode(node.kwargs, env, refs)
-            if not isinstance(args, list) or not isinstance(kwargs, dict):
+            if not isinstance(node.args, list) or not isinstance(node.kwargs, dict):
                 raise GraphError("bad_graph", f"node {name}: malformed arguments")
+            args = _decode(node.args, env, refs)
+            # The kwargs mapping is a container, never a marker ({"dtype": ...} is a keyword here).
+            kwargs = {str(k): _decode(x, env, refs) for k, x in node.kwargs.items()}
             _check_sizes(node, args, kwargs)
             env[name] = g.create_node("call_function", target, tuple(args), kwargs, name=name)
         elif op == "output":
-            g.output(_decode(node.args, env, refs)[0])
+            out_args = _decode(node.args, env, refs)
+            if not isinstance(out_args, list) or not out_args:
+                raise GraphError("bad_graph", "the output node has no value")
+            g.output(out_args[0])
             output_seen = True
         else:
             raise GraphError("bad_graph", f"node {name}: unsupported kind {op!r}")
@@ -321,23 +342,25 @@ def _decode(v: Any, env: dict[str, torch.fx.Node], refs: list[str]) -> Any:
         if len(v) == 1:
             ((key, val),) = v.items()
             if key == "node":
-                if val not in env:
+                if not isinstance(val, str) or val not in env:
                     raise GraphError("bad_graph", f"reference to unknown node {val!r}")
                 refs.append(val)
                 return env[val]
             if key == "dtype":
-                if val not in _DTYPES:
+                if not isinstance(val, str) or val not in _DTYPES:
                     raise GraphError("bad_graph", f"unsupported dtype {val!r}")
                 return _DTYPES[val]
             if key == "device":
                 return torch.device("cpu")  # moved as a whole later; student device choices are ignored
             if key == "memory_format":
-                if val not in _FORMATS:
+                if not isinstance(val, str) or val not in _FORMATS:
                     raise GraphError("bad_graph", f"unsupported memory format {val!r}")
                 return getattr(torch, val)
             if key == "layout":
                 return torch.strided
             if key == "float":
+                if val not in ("nan", "inf", "-inf"):
+                    raise GraphError("bad_graph", f"bad float marker {val!r}")
                 return float(val)
         return {str(k): _decode(x, env, refs) for k, x in v.items()}
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -353,6 +376,33 @@ def _check_sizes(node: Node, args: list, kwargs: dict) -> None:
         sizes = isinstance(value, list) and value and all(isinstance(d, int) for d in value)
         if sizes and math.prod(abs(d) for d in value) > MAX_TENSOR_ELEMENTS:
             raise GraphError("too_large", f"node {node.name} asks for a tensor of shape {value}")
+
+
+def _check_sizes_with_fake_tensors(model: RebuiltModel, input_shape: tuple[int, int, int]) -> None:
+    """Run the graph on fake tensors (shapes only, no memory) and refuse any oversized intermediate."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    too_large: list[str] = []
+    names = model.gm.meta["s6_names"]
+
+    class SizeCheck(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            result = super().run_node(n)
+            for t in result if isinstance(result, (tuple, list)) else (result,):
+                if isinstance(t, torch.Tensor) and t.numel() > MAX_TENSOR_ELEMENTS:
+                    too_large.append(names.get(n.name, n.name))
+                    raise GraphError("too_large", f"node {names.get(n.name, n.name)} makes a tensor of shape {list(t.shape)}")  # fmt: skip
+            return result
+
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            args = [mode.from_tensor(torch.zeros(2, *input_shape)) if kind == "x" else mode.from_tensor(getattr(model, attr)) for kind, attr in model._slots]  # fmt: skip
+            SizeCheck(model.gm).run(*args)
+    except GraphError:
+        raise
+    except Exception:
+        # Fake tensors cannot run every op; the list-argument check at rebuild time still applies.
+        return
 
 
 def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[int, int, int]) -> tuple[int, ...]:

@@ -201,7 +201,7 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(run_probe, disc, submission, work, rubric, opts.isolation)
             # Meanwhile: this process's own heavy imports (torch) run in parallel with the child's.
-            from grader.analyze import analyze_submission
+            from grader.analyze import analyze_submission, collect_evidence, reanalyze_augmentations
 
             probe, child = future.result()
         results["timings"]["probe_s"] = round(child.wall_s, 2)
@@ -213,8 +213,10 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             from grader.training.job import run_training
 
             facts.training = run_training(facts, disc, submission, work, opts, say)
-        elif not opts.train:
+            reanalyze_augmentations(facts)  # the fill is judged against the real data's mean
+        else:
             facts.training_skipped = "not run: grading without training (--no-train); pass --train to train the model"
+        facts.evidence = collect_evidence(facts, disc, rubric)
         from grader.checks_runner import run_checks
 
         checks = run_checks(facts, rubric, opts.extra_check_dirs)

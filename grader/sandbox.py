@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class ChildResult:
     isolation: str  # "bubblewrap" | "plain"
     signal: str | None = None
     notes: list[str] = field(default_factory=list)
+    stopped: bool = False  # stopped on purpose by the caller's poll (early stop)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,8 @@ class ChildResult:
 
     def failure(self) -> dict | None:
         """A typed reason when the child did not end normally."""
+        if self.stopped:
+            return None
         if self.timed_out:
             return {"type": "timeout", "message": f"killed after {self.wall_s:.0f} s (the time limit)"}
         if self.returncode == 0:
@@ -156,6 +160,23 @@ class ProcessGroupLimit:
     def active(self) -> bool:
         return bool(self.dirs)
 
+    @staticmethod
+    def _kill_members(folder: Path) -> None:
+        """Processes that escaped the session kill (setsid) are still in the cgroup: kill them."""
+        for _ in range(20):
+            try:
+                pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
     def enter(self) -> None:
         """In the child, before exec: join the cgroups."""
         for folder in self.dirs:
@@ -166,6 +187,7 @@ class ProcessGroupLimit:
 
     def close(self) -> None:
         for folder in self.dirs:
+            self._kill_members(folder)
             for _ in range(50):
                 try:
                     folder.rmdir()
@@ -234,12 +256,18 @@ def run_sandboxed(
     cwd: Path,
     writable: list[Path],
     hidden: list[Path] = (),  # type: ignore[assignment]
+    readable: list[Path] = (),  # type: ignore[assignment]
     limits: Limits | None = None,
     env: dict[str, str] | None = None,
     gpu: bool = False,
     isolation: str = "auto",
+    poll: Callable[[], bool] | None = None,
 ) -> ChildResult:
-    """Run ``argv`` (a Python command) as untrusted code; never raises for what the child does."""
+    """Run ``argv`` (a Python command) as untrusted code; never raises for what the child does.
+
+    ``poll`` is called about twice a second while the child runs; when it returns True the child is
+    stopped (early stop) and the result says ``stopped``.
+    """
     limits = limits or Limits()
     use_bwrap = isolation == "bubblewrap" or (isolation == "auto" and bubblewrap_works())
     if drop_to_nobody():
@@ -248,7 +276,7 @@ def run_sandboxed(
     group = ProcessGroupLimit(limits.processes, None if gpu else limits.memory_mb) if os.geteuid() == 0 else None
     command = list(argv)
     if use_bwrap:
-        command = _bwrap_prefix(cwd, writable, list(hidden), gpu) + command
+        command = _bwrap_prefix(cwd, writable, list(hidden), gpu, list(readable)) + command
     start = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
@@ -267,11 +295,19 @@ def run_sandboxed(
             return ChildResult(
                 None, False, 0.0, "", f"could not start the child: {exc}", "bubblewrap" if use_bwrap else "plain"
             )
-        timed_out = False
+        timed_out = stopped = False
         try:
-            proc.wait(timeout=limits.wall_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            while True:
+                try:
+                    proc.wait(timeout=0.5 if poll else limits.wall_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - start > limits.wall_s:
+                        timed_out = True
+                        break
+                    if poll is not None and poll():
+                        stopped = True
+                        break
         finally:
             _kill_group(proc)
             if group is not None:
@@ -290,7 +326,13 @@ def run_sandboxed(
             sig = signal.Signals(code - 128).name
         except ValueError:
             sig = None
-    return ChildResult(code, timed_out, wall, stdout, stderr, "bubblewrap" if use_bwrap else "plain", sig)
+    result = ChildResult(code, timed_out, wall, stdout, stderr, "bubblewrap" if use_bwrap else "plain", sig)
+    result.stopped = stopped
+    if group is None and os.geteuid() == 0 and not drop_to_nobody():
+        result.notes.append("the number of processes is not limited (running as root, no pids cgroup)")
+    elif group is not None and not group.active and not drop_to_nobody():
+        result.notes.append("the number of processes is not limited (no writable pids cgroup here)")
+    return result
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -314,7 +356,7 @@ def _give_to_nobody(folder: Path) -> None:
             pass
 
 
-def _bwrap_prefix(cwd: Path, writable: list[Path], hidden: list[Path], gpu: bool) -> list[str]:
+def _bwrap_prefix(cwd: Path, writable: list[Path], hidden: list[Path], gpu: bool, readable: list[Path]) -> list[str]:
     args = ["bwrap", "--die-with-parent", "--unshare-all", "--new-session"]
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     masked = [Path.home(), *hidden]
@@ -324,6 +366,8 @@ def _bwrap_prefix(cwd: Path, writable: list[Path], hidden: list[Path], gpu: bool
     for root in _readable_roots():
         if any(_inside(Path(root), m) for m in masked):
             args += ["--ro-bind", root, root]
+    for folder in readable:
+        args += ["--ro-bind", str(folder), str(folder)]
     for folder in writable:
         args += ["--bind", str(folder), str(folder)]
     if gpu:

@@ -173,8 +173,8 @@ def analyze(
         if not present:
             f.problems.append(f"{name} is missing from the train pipeline ({transforms.get('site', '?')})")
             continue
-        t = next(t for t in leaves if t["class"] == name)
-        if isinstance(t.get("p"), (int, float)) and t["p"] <= 0:
+        t = next((t for t in leaves if t["class"] in (name, "Affine" if name == "ShiftScaleRotate" else name)), None)
+        if t is not None and isinstance(t.get("p"), (int, float)) and t["p"] <= 0:
             f.problems.append(f"{name} has p={t['p']}: it is never applied")
     if "CoarseDropout" in names:
         _coarse_dropout(f, leaves, transforms, trusted_probe, rubric, mean, std, texts, source_calls)

@@ -120,7 +120,7 @@ def spatial_layers(graph: LoadedGraph) -> list[SpatialLayer]:
     for node in graph.nodes:
         if node.op != "call_function" or not node.inputs:
             continue
-        layer = _spatial_layer(graph, node)
+        layer = _spatial_layer(graph, node) or _chained_mean(graph, node)
         if layer is not None:
             layers.append(layer)
     return layers
@@ -197,6 +197,31 @@ def _reduces_hw(node: Node, ndim: int) -> bool:
         return False
     norm = {d % ndim for d in dims if isinstance(d, int)}
     return {2, 3} <= norm
+
+
+def _chained_mean(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
+    """``x.mean(-1).mean(-1)`` (or over 3 then 2): two means that together average H and W."""
+    if node.aten != "mean" or node.shape is None:
+        return None
+    src = arg(node, 0, "input")
+    first = graph.by_name().get(src["node"]) if isinstance(src, dict) and "node" in src else None
+    if first is None or first.aten != "mean" or first.shape is None or len(first.shape) != 3:
+        return None
+    base_ref = arg(first, 0, "input")
+    base = _ref_shape(graph, base_ref)
+    if base is None or len(base) != 4:
+        return None
+    d1 = arg(first, 1, "dim")
+    d2 = arg(node, 1, "dim")
+    d1 = [d1] if isinstance(d1, int) else d1
+    d2 = [d2] if isinstance(d2, int) else d2
+    if not (isinstance(d1, list) and isinstance(d2, list) and len(d1) == len(d2) == 1):
+        return None
+    first_dim, second_dim = d1[0] % 4, d2[0] % 3
+    if {first_dim, second_dim} != {3, 2} and not (first_dim == 2 and second_dim == 2):
+        return None
+    hw = (base[2], base[3])
+    return SpatialLayer(kind="global_avg", kernel=hw, stride=hw, node=node, in_channels=base[1], out_channels=base[1], in_hw=hw, out_hw=(1, 1))  # fmt: skip
 
 
 @dataclass

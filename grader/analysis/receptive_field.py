@@ -84,7 +84,10 @@ def analytic_rf(graph: LoadedGraph, layers: list[SpatialLayer]) -> RFResult:
             s_in = state.get(src["node"]) if isinstance(src, dict) else None
             if s_in is None:
                 continue
-            if layer.kind in ("global_avg", "global_max"):
+            if layer.kind in ("global_avg", "global_max") or (
+                layer.kind in ("avgpool", "maxpool") and layer.out_hw == (1, 1)
+            ):
+                # The final pooling (global or not): the RF is the one of the map it pools.
                 pooled_from.append(src["node"])
                 continue
             rh, rw, jh, jw = s_in
@@ -173,6 +176,7 @@ def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int) -> Measure
     """
     model = copy.deepcopy(graph.model).float()
     _positive_weights(graph, model)
+    _max_to_avg_pooling(model)
     wanted = min(512, max(32, 32 * math.ceil((analytic + 2 * jump + 2) / 32)))
     for size in dict.fromkeys((wanted, graph.input_shape[1])):
         try:
@@ -189,6 +193,27 @@ def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int) -> Measure
         note = f"measured on a {size}x{size} input" + (" (window reaches the border: lower bound)" if clipped else "")
         return MeasuredRF(extent, size, clipped, note)
     return MeasuredRF(None, graph.input_shape[1], False, f"the graph could not be run for the measurement ({note})")
+
+
+def _max_pool_as_avg(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
+    return torch.ops.aten.avg_pool2d.default(x, kernel_size, stride, padding, ceil_mode)
+
+
+def _max_pool_with_indices_as_avg(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
+    return _max_pool_as_avg(x, kernel_size, stride, padding, dilation, ceil_mode), None
+
+
+def _max_to_avg_pooling(model: torch.nn.Module) -> None:
+    """Max pooling passes the gradient to one element per window; average pooling with the same
+    geometry sees the same window, so the measurement uses it instead."""
+    swaps = {
+        torch.ops.aten.max_pool2d.default: _max_pool_as_avg,
+        torch.ops.aten.max_pool2d_with_indices.default: _max_pool_with_indices_as_avg,
+    }
+    for node in model.gm.graph.nodes:
+        if node.op == "call_function" and node.target in swaps:
+            node.target = swaps[node.target]
+    model.gm.recompile()
 
 
 def _positive_weights(graph: LoadedGraph, model: torch.nn.Module) -> None:

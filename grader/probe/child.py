@@ -182,6 +182,34 @@ def _looks_like_train(obj: Any) -> bool:
     return bool(names & {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine"})
 
 
+def setup_runtime(spec: dict, root: Path) -> None:
+    """Load the libraries students import, then make the submission importable (stubs, fake data)."""
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    model = spec.get("model") or {}
+    sys.argv = [model.get("file", "model.py")]
+    # Loaded before any student code runs (and before the stub finder is installed, so their own
+    # optional imports are not stubbed).
+    import numpy  # noqa: F401
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
+    with contextlib.suppress(Exception):
+        import albumentations
+        import albumentations.pytorch  # noqa: F401
+    for name in ("torchvision", "matplotlib", "matplotlib.pyplot", "tqdm", "tqdm.auto", "PIL", "cv2", "torchinfo", "torchsummary"):  # fmt: skip
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    from grader.probe import runtime
+
+    runtime.fake_datasets()
+    runtime.record_creation_sites(root)
+    runtime.install_stub_finder(root)
+    os.chdir(spec.get("cwd") or root)
+    for extra in spec.get("sys_path", []):
+        sys.path.insert(0, str(root / extra))
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     root = Path(spec["root"]).resolve()
@@ -198,37 +226,40 @@ def main(spec_path: str) -> int:
         report["datasets_faked"] = sorted(set(runtime.DATASETS_FAKED))
         (out / "probe.json").write_text(json.dumps(report, default=repr))
 
-    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    sys.argv = [spec["model"]["file"] if spec.get("model") else "model.py"]
-    # The libraries students import at top level, loaded before any student code runs (and before the
-    # stub finder is installed, so their own optional imports are not stubbed).
-    import numpy  # noqa: F401
-    import torch
-
-    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
-    with contextlib.suppress(Exception):
-        import albumentations
-        import albumentations.pytorch  # noqa: F401
-    for name in ("torchvision", "matplotlib", "matplotlib.pyplot", "tqdm", "tqdm.auto", "PIL", "cv2", "torchinfo", "torchsummary"):  # fmt: skip
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
+    setup_runtime(spec, root)
     timings["libraries"] = time.perf_counter() - t0
+    captured = io.StringIO()
 
-    from grader.probe import runtime
-
-    runtime.fake_datasets()
-    runtime.record_creation_sites(root)
-    runtime.install_stub_finder(root)
-    os.chdir(spec.get("cwd") or root)
-    for extra in spec.get("sys_path", []):
-        sys.path.insert(0, str(root / extra))
+    def save_partial(caught: list) -> None:
+        """probe.json after each step: a child killed later still leaves what it found."""
+        report["warnings"] = [
+            {
+                "category": w.category.__name__,
+                "message": str(w.message)[:500],
+                "where": f"{_rel(w.filename, root)}:{w.lineno}",
+            }
+            for w in caught[:50]
+        ]
+        report["captured_output"] = captured.getvalue()[-20000:]
+        save()
 
     modules: dict[str, Any] = {}
-    captured = io.StringIO()
     model = None
     with warnings.catch_warnings(record=True) as caught_warnings:
         warnings.simplefilter("always")
+        # ---- transforms first: a model that hangs or crashes at import must not cost them ----
+        if spec.get("transforms"):
+            t1 = time.perf_counter()
+            try:
+                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                    pipeline, site = resolve_transforms(spec, root, modules)
+                report["steps"]["transforms"] = "ok"
+                report["transforms"] = describe_pipeline(pipeline, site, out)
+            except BaseException as exc:
+                report["steps"]["transforms"] = "failed"
+                report["errors"].append(typed_error(exc, root, "building the transforms"))
+            timings["transforms"] = time.perf_counter() - t1
+        save_partial(caught_warnings)
         # ---- model -------------------------------------------------------------------------------
         if spec.get("model"):
             t1 = time.perf_counter()
@@ -247,28 +278,7 @@ def main(spec_path: str) -> int:
                 report["steps"]["import"] = "failed"
                 report["errors"].append(err)
             timings["model"] = time.perf_counter() - t1
-        # ---- transforms ---------------------------------------------------------------------------
-        if spec.get("transforms"):
-            t1 = time.perf_counter()
-            try:
-                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                    pipeline, site = resolve_transforms(spec, root, modules)
-                report["steps"]["transforms"] = "ok"
-                report["transforms"] = describe_pipeline(pipeline, site, out)
-            except BaseException as exc:
-                report["steps"]["transforms"] = "failed"
-                report["errors"].append(typed_error(exc, root, "building the transforms"))
-            timings["transforms"] = time.perf_counter() - t1
-    report["warnings"] = [
-        {
-            "category": w.category.__name__,
-            "message": str(w.message)[:500],
-            "where": f"{_rel(w.filename, root)}:{w.lineno}",
-        }
-        for w in caught_warnings[:50]
-    ]
-    report["captured_output"] = captured.getvalue()[-20000:]
-    save()
+    save_partial(caught_warnings)
     # ---- graph (outside catch_warnings: export's own warnings are not the student's) --------------
     if model is not None:
         t1 = time.perf_counter()
@@ -343,7 +353,8 @@ def describe_pipeline(pipeline: Any, site: str, out: Path) -> dict:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(sys.argv[1]))
-    except BaseException:
+        status = main(sys.argv[1])
+    except Exception:  # the grader's own bug: the trusted side reports the crash
         traceback.print_exc()
-        sys.exit(3)
+        status = 3
+    sys.exit(status)

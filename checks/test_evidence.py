@@ -1,0 +1,57 @@
+"""Rules on what the submission shows about itself: its training log and its README (Q&A 4 and 5)."""
+
+from grader.checks_api import rule
+
+
+@rule("training_log", points=25)
+def test_training_log(facts, check):
+    """The submission's own training log shows test accuracy after every epoch and reaches the target"""
+    evidence = facts.need("evidence")
+    verdict = evidence.get("log_verdict") or {}
+    found = {k: verdict.get(k) for k in ("source", "format", "best_acc", "best_epoch", "missing_epochs", "lines")}
+    if not verdict.get("found"):
+        check.fail(verdict.get("message") or "no training log found", hint=verdict.get("hint", ""), **found)
+    if not verdict.get("every_epoch"):
+        missing = verdict.get("missing_epochs") or []
+        check.fail(
+            f"{verdict.get('message')}; no test figure after epoch(s) {', '.join(map(str, missing[:10]))}",
+            hint="run the test/validation set after every epoch and keep the printed log",
+            **found,
+        )
+    if not verdict.get("reaches_target"):
+        check.fail(verdict.get("message", ""), hint=verdict.get("hint", ""), **found)
+    check.passed(verdict.get("message", ""), **found)
+
+
+@rule("readme", points=200)
+def test_readme(facts, check):
+    """README.md shows the model summary, model code, albumentations code, training log and results"""
+    evidence = facts.need("evidence")
+    readme = evidence.get("readme") or {}
+    if not readme.get("path"):
+        check.fail("no README.md found", hint="add a README.md with the summary, code, log and results")
+    weights = dict(check.rule.get("parts", {})) or {p: 1 for p in readme.get("parts", {})}
+    parts = readme.get("parts", {})
+    missing = [name for name in weights if not parts.get(name, {}).get("found")]
+    total = sum(weights.values()) or 1
+    check.fraction = sum(w for name, w in weights.items() if name not in missing) / total
+    for comparison in evidence.get("comparisons", []):
+        if comparison.get("flag"):
+            check.warn(comparison.get("note", ""))
+    broken = [img for img in readme.get("images", []) if img.get("exists") is False]
+    shown = {name: parts.get(name, {}).get("lines") for name in weights}
+    if missing or broken:
+        reasons = []
+        if missing:
+            reasons.append("missing: " + ", ".join(name.replace("_", " ") for name in missing))
+        if broken:
+            reasons.append(
+                "broken image link(s): " + ", ".join(f"{img['target']} (line {img['line']})" for img in broken[:5])
+            )
+            check.fraction = max(0.0, check.fraction - 0.05 * len(broken))
+        check.fail(
+            f"{readme['path']}: " + "; ".join(reasons),
+            hint="the README answers the Q&A: paste the torchsummary output, the model and albumentations code, the log",
+            shown=shown,
+        )
+    check.passed(f"{readme['path']} shows every part", shown=shown)

@@ -1,0 +1,106 @@
+"""The training child: runs INSIDE the sandbox. ``python -m grader.training.child SPEC``.
+
+It builds the student's model and train transforms (as the probe did), trains with the grader's
+recipe on the TRAIN split only (an .npy file the trusted side wrote; the test split is never here),
+and after every epoch writes ``epoch_NNN.safetensors`` (the state_dict) and ``epoch_NNN.json`` (train
+loss/accuracy, lr, seconds) atomically. ``progress.json`` is refreshed during the epoch. The trusted
+parent evaluates each epoch's weights itself and stops this process once the target is reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    root = Path(spec["root"]).resolve()
+    out = Path(spec["out"])
+    status: dict[str, Any] = {"phase": "starting"}
+
+    def fail(err: dict) -> int:
+        status.update(phase="failed", error=err)
+        _write_atomic(out / "status.json", json.dumps(status).encode())
+        return 0
+
+    from grader.probe.child import import_file, resolve_transforms, setup_runtime, typed_error
+
+    setup_runtime(spec, root)
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from grader.training import recipe
+
+    modules: dict[str, Any] = {}
+    try:
+        module = import_file(root / spec["model"]["file"], root)
+        modules[spec["model"]["file"]] = module
+        cls = getattr(module, spec["model"]["class"])
+        model = cls(*spec["model"].get("args", []), **spec["model"].get("kwargs", {}))
+    except BaseException as exc:
+        return fail(typed_error(exc, root, "building the model"))
+    pipeline = None
+    if spec.get("transforms"):
+        try:
+            pipeline, _ = resolve_transforms(spec, root, modules)
+        except BaseException as exc:
+            return fail(typed_error(exc, root, "building the transforms"))
+    images = np.load(spec["train_images"], mmap_mode="r")
+    labels = np.load(spec["train_labels"])
+    device = torch.device(spec.get("device", "cpu"))
+    last = time.monotonic()
+
+    def progress(epoch: int, seen: int, loss: float, acc: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 1.0:
+            last = now
+            data = {"epoch": epoch, "seen": seen, "total": len(labels), "loss": loss, "acc": acc}
+            _write_atomic(out / "progress.json", json.dumps(data).encode())
+
+    status["phase"] = "training"
+    _write_atomic(out / "status.json", json.dumps(status).encode())
+    try:
+        for stats in recipe.train(
+            model, images, labels, pipeline, spec["hyp"], device, spec.get("outputs_are_probabilities", False), progress
+        ):
+            state = {
+                k: v.detach().to("cpu").contiguous().clone()
+                for k, v in model.state_dict().items()
+                if isinstance(v, torch.Tensor)
+            }
+            name = f"epoch_{stats.epoch:03d}"
+            tmp = out / (name + ".safetensors.tmp")
+            save_file(state, str(tmp))
+            os.replace(tmp, out / (name + ".safetensors"))
+            _write_atomic(out / (name + ".json"), json.dumps(stats.__dict__).encode())
+    except BaseException as exc:
+        err = typed_error(exc, root, "training")
+        if isinstance(exc, FloatingPointError):
+            err["type"] = "diverged"
+        return fail(err)
+    status["phase"] = "done"
+    _write_atomic(out / "status.json", json.dumps(status).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        status = main(sys.argv[1])
+    except Exception:  # the grader's own bug: the trusted side reports the crash
+        traceback.print_exc()
+        status = 3
+    sys.exit(status)

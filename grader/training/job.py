@@ -1,0 +1,321 @@
+"""The training job (trusted orchestration): data, the sandboxed training child, per-epoch evaluation.
+
+    trusted: load CIFAR-10 -> write the TRAIN split to .npy -> start the child (train split only)
+    child:   trains with the grader's recipe, hands over weights after every epoch (safetensors)
+    trusted: loads each epoch's weights into the graph rebuilt from the probe, evaluates it on the
+             TEST split, prints the epoch's row, stops the child once the target is reached
+
+The verdict and every figure come from the trusted evaluation; the child's own numbers are only
+its train loss/accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from grader.graph import GraphError
+from grader.sandbox import Limits, run_sandboxed
+from grader.training import recipe
+from grader.training.data import DataUnavailable, Split, default_data_dir, load_split
+from grader.training.evaluate import (
+    evaluate,
+    load_checkpoint,
+    model_with_weights,
+    outputs_probabilities,
+    preprocess,
+)
+from grader.training.plots import curves_png, misclassified_png
+
+TUNABLE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction")
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_hyp(rubric_training: dict, requested: dict | None, epochs: int | None) -> tuple[dict, list[str]]:
+    """The recipe's hyperparameters: the rubric's values, then the submission's requests within the caps."""
+    hyp = dict(recipe.HYP)
+    notes = []
+    for key in TUNABLE:
+        if key in rubric_training:
+            hyp[key] = rubric_training[key]
+    caps = {
+        "epochs": int(rubric_training.get("max_epochs", 30)),
+        "batch_size": int(rubric_training.get("max_batch_size", 1024)),
+    }
+    wanted = dict(requested or {})
+    if epochs is not None:
+        wanted["epochs"] = epochs
+    for key, value in wanted.items():
+        if key not in TUNABLE or not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            notes.append(f"training setting {key}={value!r} ignored (allowed: {', '.join(TUNABLE)}, positive numbers)")
+            continue
+        if key in caps and value > caps[key]:
+            notes.append(f"{key}={value} is over the rubric's cap; {caps[key]} used")
+            value = caps[key]
+        hyp[key] = type(hyp[key])(value)
+    return hyp, notes
+
+
+class _Watcher:
+    """Polled by the sandbox while the child trains: evaluates each new epoch and decides the stop."""
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+        self.seen = 0
+
+    def __call__(self) -> bool:
+        job = self.job
+        while True:
+            name = f"epoch_{self.seen + 1:03d}"
+            weights = job.out / f"{name}.safetensors"
+            stats = job.out / f"{name}.json"
+            if not (weights.is_file() and stats.is_file()):
+                break
+            self.seen += 1
+            if job.evaluate_epoch(self.seen, weights, json.loads(stats.read_text())):
+                return True
+        job.show_progress()
+        return False
+
+
+class TrainingJob:
+    def __init__(self, facts: Any, disc: Any, work: Path, opts: Any, say: Any):
+        self.facts, self.disc, self.work, self.opts, self.say = facts, disc, work, opts, say
+        self.graph = facts.graph
+        self.target = float(opts.rubric["rules"]["accuracy"].get("target", 85.0))
+        self.out = work / "train"
+        self.epochs: list[dict] = []
+        self.error: dict | None = None
+        self.start = time.monotonic()
+        self.reached: dict | None = None
+        self.last_weights: Path | None = None
+        self.console = _console()
+        self.device = pick_device(opts.device)
+
+    # ---- data --------------------------------------------------------------------------------------
+    def load_test(self) -> Split:
+        self.test = load_split("test", self.opts.data, self.opts.data_dir)
+        config = ((self.facts.probe or {}).get("transforms") or {}).get("to_dict")
+        self.x_test = preprocess(self.test.images, config)
+        self.y_test = torch.from_numpy(self.test.labels)
+        self.probabilities = outputs_probabilities(self.graph)
+        return self.test
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+    def evaluate_weights(self, weights: dict[str, torch.Tensor]):
+        model = model_with_weights(self.graph, weights)
+        batch = 500 if self.graph.batch_dynamic else 2
+        return evaluate(model, self.x_test, self.y_test, self.device, batch, self.probabilities)
+
+    def evaluate_epoch(self, epoch: int, weights_file: Path, stats: dict) -> bool:
+        from safetensors.torch import load_file
+
+        try:
+            result = self.evaluate_weights(load_file(str(weights_file)))
+        except GraphError as exc:
+            self.error = {"type": exc.kind, "message": f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)"}  # fmt: skip
+            return True
+        except Exception as exc:
+            self.error = {"type": "evaluation_failed", "message": f"epoch {epoch}: {type(exc).__name__}: {exc}"}
+            return True
+        self.last_weights = weights_file
+        self.predictions = result.predictions
+        row = {
+            "epoch": epoch,
+            "train_loss": round(float(stats.get("train_loss", 0.0)), 4),
+            "train_acc": round(float(stats.get("train_acc", 0.0)), 4),
+            "test_loss": round(result.loss, 4),
+            "test_acc": round(result.acc, 2),
+            "lr": round(float(stats.get("lr", 0.0)), 5),
+            "seconds": round(float(stats.get("seconds", 0.0)), 1),
+            "elapsed": round(time.monotonic() - self.start, 1),
+        }
+        self.epochs.append(row)
+        self.print_row(row)
+        if self.reached is None and result.acc >= self.target:
+            self.reached = row
+            return bool(self.opts.rubric.get("training", {}).get("early_stop", True))
+        return False
+
+    # ---- terminal ------------------------------------------------------------------------------------
+    def print_row(self, row: dict) -> None:
+        if len(self.epochs) == 1:
+            self.console.print(" epoch  train loss  train acc  test loss  test acc       lr  seconds")
+        mark = "  <- target" if row["test_acc"] >= self.target and self.reached is None else ""
+        self.console.print(
+            f" {row['epoch']:>5}  {row['train_loss']:>10.4f}  {100 * row['train_acc']:>8.2f}%  {row['test_loss']:>9.4f}"
+            f"  {row['test_acc']:>7.2f}%  {row['lr']:>7.4f}  {row['seconds']:>7.1f}{mark}"
+        )
+
+    def show_progress(self) -> None:
+        try:
+            p = json.loads((self.out / "progress.json").read_text())
+        except (OSError, ValueError):
+            return
+        done = len(self.epochs)
+        per_epoch = (time.monotonic() - self.start) / max(1, done) if done else None
+        eta = f", ETA {per_epoch * (self.hyp['epochs'] - done) / 60:.0f} min" if per_epoch else ""
+        line = f"epoch {p.get('epoch')}/{self.hyp['epochs']}: {100 * p.get('seen', 0) / max(1, p.get('total', 1)):.0f}% loss {p.get('loss', 0):.3f} acc {100 * p.get('acc', 0):.1f}%{eta}"  # fmt: skip
+        self.say("train", line)
+        if not self.console.is_terminal:
+            return
+        self.console.print(line, end="\r")
+
+    # ---- the run ---------------------------------------------------------------------------------------
+    def train(self, train: Split) -> Any:
+        data_dir = self.work / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        np.save(data_dir / "train_images.npy", train.images)
+        np.save(data_dir / "train_labels.npy", train.labels)
+        self.out.mkdir(parents=True, exist_ok=True)
+        model = next(c for c in self.facts.probe["candidates"] if c.get("chosen"))
+        spec_model = {"file": self.disc.models[0].file, "class": model["class"], "args": model["args"], "kwargs": model["kwargs"]}  # fmt: skip
+        transforms = None
+        if self.disc.transforms is not None:
+            t = self.disc.transforms
+            transforms = {"file": t.file, "name": t.name, "kind": t.kind, "args": t.args, "kwargs": t.kwargs}
+        copy_root = self.work / "submission"
+        cuda = self.device.type == "cuda"
+        self.hyp["workers"] = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 1
+        spec = {
+            "root": str(copy_root),
+            "cwd": str(copy_root / self.disc.assignment_dir) if self.disc.assignment_dir else str(copy_root),
+            "out": str(self.out),
+            "model": spec_model,
+            "transforms": transforms,
+            "train_images": str(data_dir / "train_images.npy"),
+            "train_labels": str(data_dir / "train_labels.npy"),
+            "hyp": self.hyp,
+            "device": str(self.device),
+            "threads": max(1, (os.cpu_count() or 2)),
+            "outputs_are_probabilities": self.probabilities,
+            "sys_path": [p for p in self.disc.sys_path if p]
+            + ([self.disc.assignment_dir] if self.disc.assignment_dir else []),
+        }
+        spec_path = self.out / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        limits = self.opts.rubric.get("limits", {})
+        hidden = [default_data_dir()]
+        for p in (self.opts.data, self.opts.data_dir):
+            if p is not None:
+                hidden.append(Path(p).resolve())
+        self.start = time.monotonic()
+        watcher = _Watcher(self)
+        child = run_sandboxed(
+            [sys.executable, "-m", "grader.training.child", str(spec_path)],
+            cwd=Path(spec["cwd"]),
+            writable=[copy_root, self.out],
+            readable=[data_dir],
+            hidden=hidden,
+            limits=Limits(
+                wall_s=float(limits.get("train_seconds", 7200)),
+                cpu_s=10**7,
+                memory_mb=int(limits.get("train_memory_mb", 16384)),
+            ),
+            gpu=cuda,
+            isolation=self.opts.isolation,
+            poll=watcher,
+        )
+        if self.console.is_terminal:
+            self.console.print(" " * 80, end="\r")
+        if not child.stopped:
+            watcher()  # epochs written just before the child ended
+        if self.error is None:
+            status = _read_json(self.out / "status.json")
+            if status.get("error"):
+                self.error = status["error"]
+            elif child.failure() and not self.epochs:
+                self.error = child.failure()
+            elif child.failure():
+                self.error = child.failure() | {
+                    "message": child.failure()["message"] + f" (after {len(self.epochs)} epochs)"
+                }
+        return child
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any, say: Any) -> dict | None:
+    """Train (or evaluate ``opts.weights``) and return the training facts; None when it cannot run."""
+    if facts.graph is None:
+        facts.training_skipped = "not run: the model could not be analysed, so there is nothing to train"
+        return None
+    job = TrainingJob(facts, disc, work, opts, say)
+    try:
+        test = job.load_test()
+    except DataUnavailable as exc:
+        facts.training_skipped = f"not run: {exc}"
+        job.console.print(f"[yellow]accuracy not decided[/yellow]: {exc}")
+        return None
+    result: dict[str, Any] = {"target": job.target, "device": str(job.device), "data": test.source, "epochs": []}
+    if opts.weights is not None:
+        result["source"] = "checkpoint accuracy"
+        try:
+            evaluated = job.evaluate_weights(load_checkpoint(Path(opts.weights)))
+        except GraphError as exc:
+            result["error"] = {"type": exc.kind, "message": str(exc)}
+            return result
+        result.update(best_test_acc=round(evaluated.acc, 2), test_loss=round(evaluated.loss, 4), epochs_run=0)
+        result["misclassified_png"] = misclassified_png(test.images, test.labels, evaluated.predictions, test.classes)
+        return result
+    result["source"] = "reproduced by the grader"
+    try:
+        train = load_split("train", opts.data, opts.data_dir)
+    except DataUnavailable as exc:
+        facts.training_skipped = f"not run: {exc}"
+        return None
+    facts.mean, facts.std = train.mean_std()
+    job.hyp, notes = resolve_hyp(opts.rubric.get("training", {}), disc.pinned.get("training"), opts.epochs)
+    result["hyp"] = job.hyp
+    result["notes"] = notes
+    if job.device.type == "cpu":
+        minutes = len(train) / 50000 * 2.5
+        job.console.print(f"[yellow]training on the CPU[/yellow]: about {minutes:.1f} minutes per epoch for a 200k-parameter model on 2 cores; up to {job.hyp['epochs']} epochs")  # fmt: skip
+    say("train", f"{len(train)} training images, up to {job.hyp['epochs']} epochs on {job.device}")
+    job.train(train)
+    result["epochs"] = job.epochs
+    result["epochs_run"] = len(job.epochs)
+    result["error"] = job.error
+    result["wall_s"] = round(time.monotonic() - job.start, 1)
+    if job.epochs:
+        best = max(job.epochs, key=lambda e: e["test_acc"])
+        result["best_test_acc"] = best["test_acc"]
+        result["best_epoch"] = best["epoch"]
+        result["final_test_acc"] = job.epochs[-1]["test_acc"]
+        result["stopped_early"] = job.reached is not None and len(job.epochs) < job.hyp["epochs"]
+        if job.reached:
+            result["epochs_to_target"] = job.reached["epoch"]
+            result["seconds_to_target"] = job.reached["elapsed"]
+        result["curves_png"] = curves_png(job.epochs, job.target)
+        result["misclassified_png"] = misclassified_png(test.images, test.labels, job.predictions, test.classes)
+        if job.last_weights is not None:
+            opts.out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(job.last_weights, opts.out_dir / "trained.safetensors")
+            result["weights_file"] = str(opts.out_dir / "trained.safetensors")
+        (opts.out_dir / "training_log.json").write_text(json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1))  # fmt: skip
+    return result

@@ -1,0 +1,113 @@
+"""Fixture submissions graded end to end through the `grade` CLI (sandboxed probe included).
+
+The base passes every rule it can without training; each mutation fails exactly its own rule with a
+message that names the layer or the line; broken submissions give a typed error and never crash or
+hang the grader.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import by_id
+from fixtures.submissions import LAYOUTS, MUTATIONS
+
+RULES_FAILING = {name: m for name, m in MUTATIONS.items() if m.fails}
+BROKEN = {name: m for name, m in MUTATIONS.items() if m.error}
+DECIDED_WITHOUT_TRAINING = {"no_maxpool", "architecture", "receptive_field", "depthwise_separable", "dilated", "gap",
+                            "gpu", "params", "augmentations", "training_log", "readme"}  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_all(graded):
+    graded.submit("base", *MUTATIONS, *LAYOUTS)
+
+
+def test_base_passes_every_rule_decided_without_training(graded):
+    code, results, out = graded["base"]
+    checks = by_id(results)
+    assert {r for r, c in checks.items() if c["status"] == "passed"} == DECIDED_WITHOUT_TRAINING, out
+    assert checks["accuracy"]["status"] == "skipped"
+    assert checks["bonus"]["status"] == "failed"  # strided transitions: no bonus, and that is no failure
+    assert code == 0, out
+    assert results["schema"] == "s6-grader/results/1"
+    assert results["error"] is None
+    assert results["facts"]["params"] == 109_370
+    assert results["facts"]["receptive_field"] == 55
+    assert results["facts"]["measured_receptive_field"]["measured"] == 55
+
+
+@pytest.mark.parametrize("name", sorted(RULES_FAILING))
+def test_each_mutation_fails_exactly_its_rule(graded, name):
+    mutation = RULES_FAILING[name]
+    code, results, out = graded[name]
+    checks = by_id(results)
+    failed = {r for r, c in checks.items() if c["status"] in ("failed", "error") and r != "bonus"}
+    assert failed == {mutation.fails}, out
+    assert code == 1
+    assert mutation.message in checks[mutation.fails]["message"], checks[mutation.fails]
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_submissions_get_a_typed_error(graded, name):
+    mutation = BROKEN[name]
+    code, results, out = graded[name]
+    assert code == 1, out
+    assert results["error"]["type"] == mutation.error, results["error"]
+    if mutation.message:
+        assert mutation.message in results["error"]["where"] + results["error"]["message"]
+    checks = by_id(results)
+    assert checks["params"]["status"] == "error"
+    assert mutation.error in checks["params"]["message"]
+    # Rules that do not need the model are still decided.
+    assert checks["gpu"]["status"] == "passed"
+    assert checks["augmentations"]["status"] == "passed"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, layout in LAYOUTS.items() if not layout.error))
+def test_layouts_are_discovered(graded, name):
+    layout = LAYOUTS[name]
+    _code, results, out = graded[name]
+    checks = by_id(results)
+    assert results["error"] is None, results["error"]
+    assert results["facts"]["model"]["class"] == layout.model_class, out
+    for rule in ("no_maxpool", "architecture", "params", "augmentations", "receptive_field"):
+        assert checks[rule]["status"] == "passed", (rule, checks[rule]["message"])
+
+
+def test_several_models_grades_the_trained_one_and_names_the_others(graded):
+    _, results, _ = graded["several_models"]
+    candidates = results["facts"]["model"]["candidates"]
+    assert [c["class"] for c in candidates if c.get("chosen")] == ["Net"]
+    ranked = [c.cls if hasattr(c, "cls") else c["cls"] for c in results["facts"]["discovery"]["models"]]
+    assert ranked[0] == "Net" and {"OldNet", "Block", "Wrapper"} <= set(ranked)
+
+
+def test_multi_session_repo_is_graded_in_its_assignment_folder(graded):
+    _, results, _ = graded["multi_session"]
+    assert results["facts"]["discovery"]["assignment_dir"] == "S6"
+    assert results["facts"]["model"]["file"] == "S6/model.py"
+
+
+def test_constructor_arguments_come_from_the_call_site(graded):
+    _, results, _ = graded["constructor_args"]
+    chosen = next(c for c in results["facts"]["model"]["candidates"] if c.get("chosen"))
+    assert chosen["args"] == [10]
+
+
+def test_notebook_training_cells_never_run(graded):
+    for name in ("notebook_only", "notebook_beside_model"):
+        _, results, _ = graded[name]
+        assert "training must never run" not in results["output"]
+        assert results["facts"]["transforms"]["site"].startswith("_s6_notebook_")
+
+
+def test_missing_model_says_how_to_point_at_it(graded):
+    code, results, _ = graded["no_model"]
+    assert code == 1
+    assert results["error"]["type"] == "model_not_found"
+    assert "--model" in results["error"]["message"]
+
+
+def test_hanging_import_is_killed_at_the_probe_limit(graded):
+    _, results, _ = graded["hanging_import"]
+    assert results["timings"]["probe_s"] < 60

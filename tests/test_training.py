@@ -1,0 +1,131 @@
+"""The training job end to end on a tiny generated dataset: trusted evaluation, early stop, checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from conftest import by_id, run_grade
+from fixtures.data import make_image_folder
+from fixtures.submissions import BASE, build
+
+from grader.sandbox import bubblewrap_works
+
+FAST_RUBRIC = """
+[rules.accuracy]
+target = {target}
+
+[training]
+epochs = {epochs}
+batch_size = 32
+lr = 0.8  # scaled by batch_size/256: 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def rubric(tmp_path, target=50.0, epochs=6):
+    path = tmp_path / "rubric.toml"
+    path.write_text(FAST_RUBRIC.format(target=target, epochs=epochs))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    """The base fixture trained until 50% (an easy target on this data), with early stop."""
+    tmp = tmp_path_factory.mktemp("trained")
+    code, results, out = run_grade(BASE, tmp / "out", "--train", "--data", str(data), "--rubric", rubric(tmp))
+    return code, results, out, tmp / "out"
+
+
+def test_training_reaches_the_target_and_stops_early(trained):
+    _code, results, out, _ = trained
+    training = results["facts"]["training"]
+    assert training["source"] == "reproduced by the grader"
+    assert training["error"] is None, training["error"]
+    accuracy = by_id(results)["accuracy"]
+    assert accuracy["status"] == "passed", out
+    assert training["epochs_to_target"] == training["epochs_run"] < 6  # stopped as soon as it was reached
+    assert training["stopped_early"] is True
+    assert training["best_test_acc"] >= 50.0
+    # Every figure is the trusted side's: test loss/accuracy per epoch, and the per-epoch table was printed.
+    assert all({"test_acc", "test_loss", "train_loss", "lr", "seconds"} <= set(e) for e in training["epochs"])
+    assert " epoch  train loss" in out
+    assert training["curves_png"] and training["misclassified_png"]
+
+
+def test_trained_weights_are_saved_and_reevaluate_to_the_same_accuracy(trained, data, tmp_path):
+    _, results, _, out_dir = trained
+    weights = out_dir / "trained.safetensors"
+    assert weights.is_file()
+    _code, again, _out = run_grade(BASE, tmp_path / "out", "--weights", str(weights), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    training = again["facts"]["training"]
+    assert training["source"] == "checkpoint accuracy"
+    assert training["best_test_acc"] == pytest.approx(results["facts"]["training"]["epochs"][-1]["test_acc"], abs=0.01)
+    assert "checkpoint accuracy" in by_id(again)["accuracy"]["message"]
+
+
+def test_a_state_dict_checkpoint_loads_weights_only(trained, data, tmp_path):
+    from safetensors.torch import load_file
+
+    _, results, _, out_dir = trained
+    state = {"module." + k: v for k, v in load_file(str(out_dir / "trained.safetensors")).items()}  # DataParallel keys
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")
+    _, again, _ = run_grade(BASE, tmp_path / "out", "--weights", str(tmp_path / "ckpt.pt"), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    assert again["facts"]["training"]["best_test_acc"] == pytest.approx(results["facts"]["training"]["epochs"][-1]["test_acc"], abs=0.01)  # fmt: skip
+
+
+def test_corrupt_and_mismatched_weights_are_typed_errors(trained, data, tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00not a safetensors file" * 10)
+    _, results, _ = run_grade(BASE, tmp_path / "a", "--weights", str(corrupt), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    assert results["facts"]["training"]["error"]["type"] == "bad_checkpoint"
+    assert by_id(results)["accuracy"]["status"] == "failed"
+    # Weights of another model (wider C4) do not fit this graph.
+    other = build("too_many_params", tmp_path / "other")
+    _, _, _, out_dir = trained
+    _, results, _ = run_grade(other, tmp_path / "b", "--weights", str(out_dir / "trained.safetensors"), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    assert results["facts"]["training"]["error"]["type"] == "weights_mismatch"
+    assert "c4.0.weight" in results["facts"]["training"]["error"]["message"]
+
+
+def test_missing_data_skips_the_rule_in_one_line(tmp_path):
+    code, results, _out = run_grade(BASE, tmp_path / "out", "--train", "--data", str(tmp_path / "nowhere"))
+    accuracy = by_id(results)["accuracy"]
+    assert accuracy["status"] == "skipped"
+    assert "not an image-folder tree" in accuracy["message"]
+    assert code == 0  # a rule not decided is not a failure
+
+
+def test_a_model_that_cannot_learn_fails_at_the_cap(data, tmp_path):
+    sub = tmp_path / "blind"
+    shutil.copytree(BASE, sub)
+    model = (sub / "model.py").read_text().replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")  # fmt: skip
+    (sub / "model.py").write_text(model)
+    code, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=2))  # fmt: skip
+    training = results["facts"]["training"]
+    assert training["epochs_run"] == 2 and not training.get("stopped_early")
+    accuracy = by_id(results)["accuracy"]
+    assert accuracy["status"] == "failed" and "after 2 epoch(s)" in accuracy["message"], out
+    assert code == 1
+
+
+@pytest.mark.skipif(not bubblewrap_works(), reason="bubblewrap is not usable here: the test split cannot be hidden")
+def test_the_student_code_cannot_read_the_test_split(data, tmp_path):
+    sub = tmp_path / "snoop"
+    shutil.copytree(BASE, sub)
+    snoop = (
+        "import os\n"
+        f"TEST_DIR = {str(data / 'test')!r}\n"
+        "try:\n    LEAKED = len(os.listdir(TEST_DIR)) > 0\nexcept OSError:\n    LEAKED = False\n"
+        "if LEAKED:\n    raise RuntimeError('the test split is readable from the sandbox')\n"
+    )
+    (sub / "model.py").write_text(snoop + (sub / "model.py").read_text())
+    _, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=1))  # fmt: skip
+    assert results["error"] is None, results["error"]  # the probe could not read it either
+    training = results["facts"]["training"]
+    assert training["error"] is None and training["epochs_run"] == 1, (training["error"], out)

@@ -1,0 +1,275 @@
+"""The rule checks in checks/ run end to end (pytest in-process) over facts built from in-process models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grader.analysis.augmentations import AugFindings
+from grader.analysis.layers import param_facts, spatial_layers
+from grader.analysis.receptive_field import analytic_rf, measure_rf
+from grader.analysis.source import SourceFacts
+from grader.checks_runner import run_checks
+from grader.facts import Facts
+from grader.rubric import load_rubric
+
+MODEL_RULES = ("no_maxpool", "architecture", "receptive_field", "depthwise_separable", "dilated", "gap", "params")
+
+GPU_SOURCES = SourceFacts(
+    device_lines=["train.py:3: device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')"],
+    move_lines=["train.py:9: model = Net().to(device)"],
+)
+
+
+def _cbr(cin, cout, k=3, s=1, p=1, d=1, g=1):
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, s, p, dilation=d, groups=g, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
+
+
+def _dws(c, cout):
+    return nn.Sequential(_cbr(c, c, g=c), _cbr(c, cout, k=1, p=0))
+
+
+class Good(nn.Module):
+    """C1 | t1 | C2 (depthwise separable) | t2 | C3 (dilated) | t3 (+ 1x1 stride-2 shortcut) | C4 | GAP | FC. RF 53."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.c1 = _cbr(3, c)
+        self.t1 = _cbr(c, c, s=2)
+        self.c2 = _dws(c, c)
+        self.t2 = _cbr(c, c, s=2)
+        self.c3 = _cbr(c, c, p=2, d=2)
+        self.t3 = _cbr(c, c, s=2)
+        self.short = nn.Conv2d(c, c, 1, stride=2)
+        self.c4 = _cbr(c, c)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, 10)
+
+    def features(self, x):
+        x = self.c3(self.t2(self.c2(self.t1(self.c1(x)))))
+        return self.c4(self.t3(x) + self.short(x))
+
+    def forward(self, x):
+        return self.fc(self.gap(self.features(x)).flatten(1))
+
+
+class WithMaxPool(Good):
+    def __init__(self):
+        super().__init__()
+        self.t2 = nn.Sequential(_cbr(8, 8), nn.MaxPool2d(2, 2))
+
+
+class TwoTransitionsConvAfterGap(Good):
+    """t3 does not stride (two transitions), and a 3x3 conv runs after GAP."""
+
+    def __init__(self):
+        super().__init__()
+        self.t3 = _cbr(8, 8)
+        self.short = nn.Conv2d(8, 8, 1)
+        self.after = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.fc(self.after(self.gap(self.features(x))).flatten(1))
+
+
+class AvgPoolTransitionAndHead(Good):
+    """t1 shrinks by AvgPool2d(2); the head is the seed README's AvgPool2d(3) on a 4x4 map (not global)."""
+
+    def __init__(self):
+        super().__init__()
+        self.t1 = nn.Sequential(_cbr(8, 8), nn.AvgPool2d(2))
+        self.gap = nn.AvgPool2d(3)
+
+
+class OneByOneTransitionTooManyParams(Good):
+    """t1 is a 1x1 stride-2 conv; a 200k-weight linear layer in the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.t1 = _cbr(8, 8, k=1, s=2, p=0)
+        self.fc = nn.Sequential(nn.Linear(8, 20_000), nn.Linear(20_000, 10))
+
+
+class SmallRFHiddenWeights(nn.Module):
+    """Three stride-2 transitions right away: RF 3, 7, 15, 23 (<= 44); a 200k-element buffer used as a weight."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.t1 = _cbr(3, c, s=2)
+        self.t2 = _dws(c, c)
+        self.t3 = _cbr(c, c, s=2, p=2, d=2)
+        self.t4 = _cbr(c, c, s=2)
+        self.register_buffer("w", torch.randn(200_000 // c, c, 1, 1) * 0.01)
+
+    def forward(self, x):
+        x = self.t4(self.t3(self.t2(self.t1(x))))
+        return F.conv2d(x, self.w).mean((2, 3))[:, :10]
+
+
+class DilatedShrink(nn.Module):
+    """The bonus: 32 -> 16 -> 8 -> 4 by un-padded dilated 3x3 convs (d 8, 4, 2), no stride, no pooling."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.c1 = _cbr(3, c)
+        self.t1 = _cbr(c, c, p=0, d=8)
+        self.c2 = _dws(c, c)
+        self.t2 = _cbr(c, c, p=0, d=4)
+        self.t3 = _cbr(c, c, p=0, d=2)
+        self.c4 = _cbr(c, c)
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.c4(self.t3(self.t2(self.c2(self.t1(self.c1(x))))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+_RESULTS: dict[str, dict] = {}
+
+
+def _facts(e, rubric, sources=GPU_SOURCES, aug=None, measure=False) -> Facts:
+    facts = Facts(submission=Path("."), rubric=rubric)
+    facts.graph = e.loaded
+    facts.layers = spatial_layers(e.loaded)
+    facts.params = param_facts(e.loaded)
+    facts.rf = analytic_rf(e.loaded, facts.layers)
+    if measure:  # the gradient measurement is covered in test_unit_rf; here only where a check reads it
+        facts.measured_rf = measure_rf(e.loaded, facts.rf.at, facts.rf.rf, facts.rf.jump)
+    facts.sources = sources
+    facts.aug = aug
+    return facts
+
+
+@pytest.fixture(scope="module")
+def rubric():
+    return load_rubric()
+
+
+@pytest.fixture(scope="module")
+def results(exported, rubric):
+    def get(factory):
+        name = factory.__name__
+        if name not in _RESULTS:
+            aug = AugFindings(spelling="2.x", warnings=["shown to the student"]) if factory is Good else None
+            facts = _facts(exported(factory), rubric, aug=aug, measure=factory in (Good, DilatedShrink))
+            _RESULTS[name] = {r.id: r for r in run_checks(facts, rubric)}
+        return _RESULTS[name]
+
+    return get
+
+
+def _status(res):
+    return {rule: res[rule].status for rule in MODEL_RULES}
+
+
+def test_good_model_passes_every_model_rule(results):
+    res = results(Good)
+    assert _status(res) == dict.fromkeys(MODEL_RULES, "passed"), {k: res[k].message for k in MODEL_RULES}
+    assert res["receptive_field"].message.startswith("RF 53 at c4")
+    assert "measured 53" in res["receptive_field"].message
+    assert not res["receptive_field"].warnings  # the measurement agrees
+    # the 1x1 stride-2 shortcut beside the 3x3 transition does not count as a transition of its own
+    assert "3 transitions by convolution (32 -> 16 -> 8 -> 4)" in res["architecture"].message
+    blocks = res["architecture"].evidence["blocks"]
+    assert [b["name"] for b in blocks] == ["C1", "C2", "C3", "C4"]
+    assert [b["size"] for b in blocks] == [32, 16, 8, 4]
+    assert "depthwise" in res["depthwise_separable"].message
+    assert res["gpu"].status == "passed"
+    assert res["augmentations"].status == "passed"
+    assert res["augmentations"].warnings == ["shown to the student"]
+    assert res["bonus"].status == "failed" and "stride" in res["bonus"].message
+    assert res["bonus"].extra and not res["bonus"].required and res["bonus"].points == 0
+    assert res["params"].points == res["params"].max_points == 125
+    # Rules that need what this run does not have are skipped, not failed.
+    assert res["accuracy"].status == "skipped"
+    assert res["readme"].status == "skipped"
+
+
+def test_max_pool_fails_no_maxpool_naming_the_layer(results):
+    res = results(WithMaxPool)
+    assert res["no_maxpool"].status == "failed"
+    assert "t2.1 (MaxPool2d, test_unit_checks.py:" in res["no_maxpool"].message
+    assert res["no_maxpool"].points == 0
+    assert res["architecture"].status == "failed"
+    assert "made smaller by pooling: max pool 2x2 stride 2 at t2.1" in res["architecture"].message
+    assert res["bonus"].status == "failed"
+
+
+def test_two_transitions_fail_architecture_and_conv_after_gap_fails_gap(results):
+    res = results(TwoTransitionsConvAfterGap)
+    assert res["architecture"].status == "failed"
+    assert res["architecture"].message.startswith("2 transition(s) (32 -> 16 -> 8)")
+    assert res["gap"].status == "failed"
+    assert "conv2d at after (Conv2d" in res["gap"].message
+    assert res["no_maxpool"].status == "passed"
+
+
+def test_avgpool_transition_fails_architecture_and_avgpool3_head_fails_gap(results):
+    res = results(AvgPoolTransitionAndHead)
+    assert res["architecture"].status == "failed"
+    assert "made smaller by pooling: avg pool 2x2 stride 2 at t1.1" in res["architecture"].message
+    assert res["gap"].status == "failed"
+    assert "3x3 kernel on a 4x4 map: not global" in res["gap"].message
+    assert res["no_maxpool"].status == "passed"
+
+
+def test_1x1_strided_transition_fails_architecture_and_params_over_the_limit(results):
+    res = results(OneByOneTransitionTooManyParams)
+    assert res["architecture"].status == "failed"
+    assert "smaller than 3x3" in res["architecture"].message and "t1.0" in res["architecture"].message
+    assert res["params"].status == "failed"
+    assert res["params"].evidence["params"] >= 200_000
+    assert res["params"].points == 0
+
+
+def test_small_rf_fails_receptive_field_and_buffer_weights_count(results):
+    res = results(SmallRFHiddenWeights)
+    assert res["receptive_field"].status == "failed"
+    assert res["receptive_field"].message.startswith("RF 23 at conv2d_5 (4x4 map)")  # the F.conv2d with the buffer
+    assert res["receptive_field"].evidence["rf"] == 23
+    assert res["architecture"].status == "passed", res["architecture"].message
+    assert res["params"].status == "failed"
+    assert "plus 200,000 weights held in buffers/constants (w)" in res["params"].message
+    assert res["params"].evidence["hidden_total"] == 200_000
+
+
+def test_bonus_passes_for_dilated_unpadded_shrinking(results):
+    res = results(DilatedShrink)
+    assert res["bonus"].status == "passed", res["bonus"].message
+    assert res["bonus"].points == 200
+    assert res["architecture"].status == "passed", res["architecture"].message
+    assert res["dilated"].status == "passed"
+    assert res["depthwise_separable"].status == "passed"
+    # RF: 3, then 3+16 = 19, dws 21, 21+8 = 29, 29+4 = 33, 35: the bonus does not make the RF rule pass
+    assert res["receptive_field"].evidence == {"rf": 35, "at": "c4.0", "measured": 35}
+    assert res["receptive_field"].status == "failed"
+
+
+def test_model_that_was_not_analysed_gives_a_typed_error_on_every_model_rule(rubric):
+    facts = Facts(submission=Path("."), rubric=rubric)
+    facts.failure = {"type": "timeout", "message": "killed after 180 s", "where": "model.py:3"}
+    facts.sources = SourceFacts()
+    res = {r.id: r for r in run_checks(facts, rubric)}
+    for rule in MODEL_RULES:
+        assert res[rule].status == "error", rule
+        assert "timeout (model.py:3)" in res[rule].message
+        assert res[rule].evidence.get("error_type") == "timeout"
+    assert res["gpu"].status == "failed"
+    assert res["augmentations"].status == "error"
+
+
+def test_gpu_and_augmentations_failures_from_facts(rubric):
+    facts = Facts(submission=Path("."), rubric=rubric)
+    facts.sources = SourceFacts(device_lines=["t.py:1: device = torch.device('cuda')"])
+    facts.aug = AugFindings(problems=["CoarseDropout (t.py:4): holes (1, 2), the assignment asks for exactly 1"])
+    res = {r.id: r for r in run_checks(facts, rubric)}
+    assert res["gpu"].status == "failed" and "nothing is moved" in res["gpu"].message
+    assert res["augmentations"].status == "failed"
+    assert res["augmentations"].message.startswith("CoarseDropout (t.py:4): holes (1, 2)")
+    assert res["augmentations"].evidence["problems"] == facts.aug.problems
