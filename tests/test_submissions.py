@@ -8,8 +8,8 @@ hang the grader.
 from __future__ import annotations
 
 import pytest
-from conftest import by_id
 from fixtures.submissions import LAYOUTS, MUTATIONS
+from grading import by_id
 
 RULES_FAILING = {name: m for name, m in MUTATIONS.items() if m.fails}
 BROKEN = {name: m for name, m in MUTATIONS.items() if m.error}

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import by_id, run_grade
 from fixtures.data import make_image_folder
 from fixtures.submissions import BASE, build
+from grading import by_id, run_grade
 
 from grader.sandbox import bubblewrap_works
 
