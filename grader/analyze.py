@@ -99,8 +99,13 @@ def _load_graph(facts: Facts, out: Path) -> None:
         graph = json.loads(graph_file.read_text())
         weights = load_file(str(weights_file))
         facts.graph = load_graph(graph, weights)
-        facts.graph.module_sites = graph.get("module_sites", {}) if isinstance(graph.get("module_sites"), dict) else {}
+        sites = graph.get("module_sites", {}) if isinstance(graph.get("module_sites"), dict) else {}
         facts.graph.model_class = str(graph.get("model_class", ""))
+        # Name each layer by the line that built it (what a student edits), not the forward() call.
+        for node in facts.graph.nodes:
+            site = sites.get(node.module)
+            if isinstance(site, str) and node.module:
+                node.source = site[:200]
     except GraphError as exc:
         facts.failure = {"type": exc.kind, "message": str(exc), "where": ""}
     except (ValueError, SafetensorError, OSError) as exc:

@@ -13,7 +13,17 @@ def environment() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(resources.files("grader.templates")))
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined)  # fmt: skip
     env.globals["leaves"] = flatten
+    env.filters["num"] = _num
     return env
+
+
+def _num(value: object) -> str:
+    """125000.0 -> '125,000'; 86.08 -> '86.08'; anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
 
 
 def render_report(results: dict, training_html: str = "", evidence_html: str = "") -> str:

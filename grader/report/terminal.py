@@ -22,12 +22,17 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
     table.add_column("rule")
     table.add_column("points", justify="right")
     table.add_column("why", overflow="fold")
+    shown_error = False
     for check in results.get("checks", []):
         mark, colour = MARKS.get(check["status"], ("?", "white"))
         if check.get("extra") and check["status"] == "failed":
             mark, colour = "·", "dim"
         points = f"{check['points']:g}/{check['max_points']}" + (" extra" if check.get("extra") else "")
         why = check["message"]
+        if check["status"] == "error" and why.startswith("the model could not be analysed"):
+            # One typed reason, said once: the rules after it only point back to it.
+            why = why if not shown_error else "model not analysed (see above)"
+            shown_error = True
         if check["status"] == "failed" and check.get("hint"):
             why += f"\n[dim]hint: {check['hint']}[/dim]"
         for warning in check.get("warnings", [])[:2]:

@@ -82,26 +82,56 @@ def load_split(split: str, data: Path | None = None, data_dir: Path | None = Non
     return _load_torchvision_cifar10(split, data_dir or default_data_dir())
 
 
+CACHE_MIN_IMAGES = 2000  # decoding 60,000 JPEGs takes a while: big trees are cached once decoded
+
+
 def _load_image_folder(root: Path) -> Split:
     from PIL import Image
 
     classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
     if not classes:
         raise DataUnavailable(f"{root} has no class folders")
+    files = [
+        (label, f)
+        for label, name in enumerate(classes)
+        for f in sorted((root / name).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    cache = _cache_file(root, files) if len(files) >= CACHE_MIN_IMAGES else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return Split(z["images"], z["labels"], tuple(str(c) for c in z["classes"]), f"image folder {root}")
     images, labels = [], []
-    for label, name in enumerate(classes):
-        for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            with Image.open(f) as im:
-                images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-            labels.append(label)
+    for label, f in files:
+        with Image.open(f) as im:
+            images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        labels.append(label)
     if not images:
         raise DataUnavailable(f"{root} holds no images")
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise DataUnavailable(f"{root}: images of different sizes {sorted(shapes)[:3]}")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64), classes, f"image folder {root}")
+    split = Split(np.stack(images), np.asarray(labels, dtype=np.int64), classes, f"image folder {root}")
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, images=split.images, labels=split.labels, classes=np.asarray(classes))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only cache only costs time
+    return split
+
+
+def _cache_file(root: Path, files: list[tuple[int, Path]]) -> Path:
+    """Cache key: the folder, its file names, sizes and modification times."""
+    import hashlib
+
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for label, f in files:
+        st = f.stat()
+        h.update(f"{label}/{f.name}/{st.st_size}/{st.st_mtime_ns}".encode())
+    return default_data_dir() / "decoded" / f"{h.hexdigest()[:20]}.npz"
 
 
 def _load_torchvision_cifar10(split: str, data_dir: Path) -> Split:
