@@ -286,10 +286,16 @@ def _qa(facts: Any) -> dict:
     qa: dict[str, Any] = {}
     disc = facts.discovery
     if disc is not None and disc.models:
-        chosen = next((c["class"] for c in (facts.probe or {}).get("candidates", []) if c.get("chosen")), disc.models[0].cls)
+        chosen = next(
+            (c["class"] for c in (facts.probe or {}).get("candidates", []) if c.get("chosen")), disc.models[0].cls
+        )
         file = disc.models[0].file
         path = facts.submission / file
-        text = disc.generated.get(file) if file in disc.generated else (path.read_text(errors="replace") if path.is_file() else "")
+        text = (
+            disc.generated.get(file)
+            if file in disc.generated
+            else (path.read_text(errors="replace") if path.is_file() else "")
+        )
         qa["model_code"] = {"file": file, "cls": chosen, "text": (text or "")[:30_000]}
     if disc is not None:
         qa["augmentation_code"] = [{"file": c.file, "line": c.line, "text": c.text} for c in disc.aug_calls[:20]]
