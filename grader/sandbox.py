@@ -196,8 +196,19 @@ class ProcessGroupLimit:
                     time.sleep(0.1)
 
 
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the child is killed when the grader dies (bubblewrap does this by itself)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _limit(limits: Limits, memory: bool, group: ProcessGroupLimit | None = None) -> None:
     os.setsid()
+    _die_with_parent()
     if group is not None:
         group.enter()
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))

@@ -183,13 +183,11 @@ def _looks_like_train(obj: Any) -> bool:
 
 
 def setup_runtime(spec: dict, root: Path) -> None:
-    """Load the libraries students import, then make the submission importable (stubs, fake data)."""
+    """Load torch and albumentations, then make the submission importable (stubs, fake data)."""
     os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
     model = spec.get("model") or {}
     sys.argv = [model.get("file", "model.py")]
-    # Loaded before any student code runs (and before the stub finder is installed, so their own
-    # optional imports are not stubbed).
     import numpy  # noqa: F401
     import torch
 
@@ -197,9 +195,8 @@ def setup_runtime(spec: dict, root: Path) -> None:
     with contextlib.suppress(Exception):
         import albumentations
         import albumentations.pytorch  # noqa: F401
-    for name in ("torchvision", "matplotlib", "matplotlib.pyplot", "tqdm", "tqdm.auto", "PIL", "cv2", "torchinfo", "torchsummary"):  # fmt: skip
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
+    # Other libraries load only when the student's code imports them: the stub finder never stubs a
+    # library's own optional imports, so nothing needs importing ahead.
     from grader.probe import runtime
 
     runtime.fake_datasets()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -34,6 +35,21 @@ def _submission_frame(root: str, depth: int = 2) -> str | None:
             return f"{filename[len(root) :].lstrip('/')}:{frame.f_lineno}"
         frame = frame.f_back
     return None
+
+
+def _importer_in_submission(root: str) -> bool:
+    """True when the module doing the import (the first frame outside importlib) is a submission file.
+
+    A library's own optional imports (``try: import triton``) are never stubbed, even when the
+    library is being imported on behalf of student code.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith("<frozen importlib") or filename.endswith(("importlib/__init__.py", "runtime.py"))):
+            return filename.startswith(root)
+        frame = frame.f_back
+    return False
 
 
 class _Stub:
@@ -82,7 +98,7 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return None
         if top != fullname and top not in STUBBED:
             return None  # a submodule of a real package: let the ImportError through
-        if _submission_frame(self.root, depth=1) is None:
+        if not _importer_in_submission(self.root):
             return None
         if top == fullname:
             STUBBED.append(fullname)
@@ -101,10 +117,41 @@ def install_stub_finder(root: Path) -> None:
     sys.meta_path.append(_StubFinder(str(root)))
 
 
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``hook(module)`` right after ``name`` is imported (first on sys.meta_path)."""
+
+    def __init__(self, name: str, hook: Any):
+        self.name, self.hook = name, hook
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, hook = spec.loader, self.hook
+        original = loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            original(module)
+            hook(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
 def fake_datasets() -> None:
-    """Replace torchvision's downloadable datasets with small random ones (same API)."""
+    """Swap torchvision's downloadable datasets for small random ones, if and when it is imported."""
+    if "torchvision.datasets" in sys.modules:
+        _patch_datasets(sys.modules["torchvision.datasets"])
+    else:
+        sys.meta_path.insert(0, _AfterImport("torchvision.datasets", _patch_datasets))
+
+
+def _patch_datasets(tvd: Any) -> None:
+    """Replace CIFAR10/CIFAR100/MNIST in ``torchvision.datasets`` with random ones (same API)."""
     try:
-        import torchvision.datasets as tvd
         from PIL import Image
     except Exception:
         return
