@@ -53,23 +53,18 @@ def test_architecture(facts, check):
             f"{min_kernel}x{min_kernel}: " + "; ".join(f"{c.describe()} at {c.node.where()}" for c in culprits),
             hint=f"use a {min_kernel}x{min_kernel} convolution with stride 2 (or a dilated one) for each transition",
         )
-    sizes = [rf.size[0], *sorted(by_size, reverse=True)]
-    blocks = _blocks(facts, before_gap, by_size)
+    sizes = [facts.graph.input_shape[1], *sorted(by_size, reverse=True)]
+    path = " -> ".join(str(s) for s in sizes)
+    blocks = _blocks(before_gap, by_size)
+    evidence = {"transitions": [_row(layer) for layer in reducers], "blocks": blocks, "sizes": sizes}
     if len(by_size) != wanted:
         check.fail(
-            f"{len(by_size)} transition(s) ({' -> '.join(str(s) for s in [facts.graph.input_shape[1], *sorted(by_size, reverse=True)])}), "
-            f"C1|C2|C3|C4 needs {wanted}",
+            f"{len(by_size)} transition(s) ({path}), C1|C2|C3|C4 needs {wanted}",
             hint=f"reduce the size exactly {wanted} times before global average pooling (e.g. 32 -> 16 -> 8 -> 4)",
-            transitions=[_row(layer) for layer in reducers],
-            blocks=blocks,
+            **evidence,
         )
-    path = " -> ".join(str(s) for s in [facts.graph.input_shape[1], *sorted(by_size, reverse=True)])
-    check.passed(
-        f"{wanted} transitions by convolution ({path}); blocks: " + " | ".join(b["name"] for b in blocks),
-        transitions=[_row(layer) for layer in reducers],
-        blocks=blocks,
-        sizes=sizes,
-    )
+    named = " | ".join(f"{b['name']} ({', '.join(b['modules'])})" if b["modules"] else b["name"] for b in blocks)
+    check.passed(f"{wanted} transitions by convolution ({path}); blocks: {named}", **evidence)
 
 
 def _ancestors_or_self(facts, name):
@@ -93,7 +88,7 @@ def _row(layer):
     }
 
 
-def _blocks(facts, layers, by_size):
+def _blocks(layers, by_size):
     """C1..Cn: the layers at each resolution, named by the top-level modules they belong to."""
     bounds = sorted(by_size, reverse=True)
     blocks = []

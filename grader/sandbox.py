@@ -374,8 +374,9 @@ def _bwrap_prefix(cwd: Path, writable: list[Path], hidden: list[Path], gpu: bool
     for path in masked:
         if path.exists():
             args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
+    # Python and the grader must stay visible where a mask (or the private /tmp) covers them.
     for root in _readable_roots():
-        if any(_inside(Path(root), m) for m in masked):
+        if any(_inside(Path(root), m) for m in [*masked, Path("/tmp")]):
             args += ["--ro-bind", root, root]
     for folder in readable:
         args += ["--ro-bind", str(folder), str(folder)]
