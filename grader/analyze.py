@@ -43,7 +43,8 @@ def analyze_submission(
         facts.params = param_facts(facts.graph)
         try:
             facts.rf = analytic_rf(facts.graph, facts.layers)
-            facts.measured_rf = measure_rf(facts.graph, facts.rf.at, facts.rf.rf, facts.rf.jump)
+            square = not all(_symmetric(layer) for layer in facts.layers)
+            facts.measured_rf = measure_rf(facts.graph, facts.rf.at, facts.rf.rf, facts.rf.jump, square)
         except ValueError as exc:
             facts.failure = {"type": "no_feature_map", "message": str(exc), "where": ""}
     summary = out / "summary.txt"
@@ -54,6 +55,10 @@ def analyze_submission(
     if (probe or {}).get("datasets_faked"):
         facts.warnings.append("the code builds a torchvision dataset at import time: the probe gave it 64 random images instead")  # fmt: skip
     return facts
+
+
+def _symmetric(layer: Any) -> bool:
+    return all(a == b for a, b in (layer.kernel, layer.stride, layer.padding, layer.dilation))
 
 
 def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> dict | None:

@@ -68,6 +68,10 @@ def _cuda_present() -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    # Before torch loads: idle OpenMP threads sleep instead of spinning. The grader always shares the
+    # cores with a child (probe, training) or other gradings; spinning threads made small forward
+    # passes 50x slower there.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if argv and argv[0] == "batch":
         from grader.batch.cli import main as batch_main
 

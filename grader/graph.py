@@ -8,9 +8,11 @@ analysed (shapes, receptive field), trained weights are loaded into, and evaluat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -239,7 +241,6 @@ def _load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
         raise GraphError("bad_graph", "the graph must take exactly one image batch")
     nodes, gm = _rebuild(graph.get("nodes", []), inputs)
     model = RebuiltModel(gm, inputs, tensors).eval()
-    _check_sizes_with_fake_tensors(model, input_shape)
     output_shape = _measure_shapes(model, nodes, input_shape)
     return LoadedGraph(nodes, inputs, model, input_shape, bool(graph.get("batch_dynamic")), output_shape)
 
@@ -378,31 +379,28 @@ def _check_sizes(node: Node, args: list, kwargs: dict) -> None:
             raise GraphError("too_large", f"node {node.name} asks for a tensor of shape {value}")
 
 
-def _check_sizes_with_fake_tensors(model: RebuiltModel, input_shape: tuple[int, int, int]) -> None:
-    """Run the graph on fake tensors (shapes only, no memory) and refuse any oversized intermediate."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    too_large: list[str] = []
-    names = model.gm.meta["s6_names"]
-
-    class SizeCheck(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> Any:
-            result = super().run_node(n)
-            for t in result if isinstance(result, (tuple, list)) else (result,):
-                if isinstance(t, torch.Tensor) and t.numel() > MAX_TENSOR_ELEMENTS:
-                    too_large.append(names.get(n.name, n.name))
-                    raise GraphError("too_large", f"node {names.get(n.name, n.name)} makes a tensor of shape {list(t.shape)}")  # fmt: skip
-            return result
-
+@contextlib.contextmanager
+def _memory_headroom(extra_bytes: int = 4 << 30):
+    """Lower this process's soft RLIMIT_DATA to what it uses now plus ``extra_bytes`` while the graph
+    runs: an absurd allocation fails at once (RuntimeError) instead of exhausting the machine.
+    The soft limit is restored afterwards (Linux; elsewhere a no-op)."""
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            args = [mode.from_tensor(torch.zeros(2, *input_shape)) if kind == "x" else mode.from_tensor(getattr(model, attr)) for kind, attr in model._slots]  # fmt: skip
-            SizeCheck(model.gm).run(*args)
-    except GraphError:
-        raise
-    except Exception:
-        # Fake tensors cannot run every op; the list-argument check at rebuild time still applies.
+        import resource
+
+        status = Path("/proc/self/status").read_text()
+        used_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmData:")))
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = used_kb * 1024 + extra_bytes
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    except (OSError, ValueError, StopIteration, ImportError):
+        yield
         return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[int, int, int]) -> tuple[int, ...]:
@@ -415,6 +413,9 @@ def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[i
         def run_node(self, n: torch.fx.Node) -> Any:
             result = super().run_node(n)
             name = names.get(n.name, n.name)
+            for t in result if isinstance(result, (tuple, list)) else (result,):
+                if isinstance(t, torch.Tensor) and t.numel() > MAX_TENSOR_ELEMENTS:
+                    raise GraphError("too_large", f"node {name} makes a tensor of shape {list(t.shape)}")
             if isinstance(result, torch.Tensor):
                 shapes[name] = tuple(result.shape)
             elif isinstance(result, (tuple, list)) and result and isinstance(result[0], torch.Tensor):
@@ -424,7 +425,7 @@ def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[i
     x = torch.zeros(2, *input_shape)
     args = [x if kind == "x" else getattr(model, attr) for kind, attr in model._slots]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _memory_headroom():
             out = Recorder(model.gm).run(*args)
     except GraphError:
         raise

@@ -200,7 +200,12 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         say("probe", "importing and tracing the model in the sandbox")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(run_probe, disc, submission, work, rubric, opts.isolation)
-            # Meanwhile: this process's own heavy imports (torch) run in parallel with the child's.
+            # Meanwhile: this process's own heavy imports (torch, albumentations, pytest, jinja2) run
+            # in parallel with the child's work.
+            import albumentations  # noqa: F401
+
+            import grader.checks_runner
+            import grader.report.html  # noqa: F401
             from grader.analyze import analyze_submission, collect_evidence, reanalyze_augmentations
 
             probe, child = future.result()

@@ -167,32 +167,46 @@ class MeasuredRF:
     note: str
 
 
-def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int) -> MeasuredRF:
+def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int, square: bool = False) -> MeasuredRF:
     """Empirical RF: gradient of the centre unit of feature map ``at`` w.r.t. the input.
 
     The rebuilt graph is run with positive weights (conv/linear 1/fan-in, BN as identity) on a
     positive input so that no ReLU hides a path; the nonzero extent of the input gradient is the RF.
-    The input is made large enough for the analytic window (when the graph allows other sizes).
+    The input is just tall enough for the analytic window (when the graph allows other sizes) and,
+    unless ``square`` (some layer is not symmetric), only as wide as the native input: the vertical
+    extent is the RF, at a fraction of the cost of a square input.
     """
     model = copy.deepcopy(graph.model).float()
     _positive_weights(graph, model)
     _max_to_avg_pooling(model)
-    wanted = min(512, max(32, 32 * math.ceil((analytic + 2 * jump + 2) / 32)))
-    for size in dict.fromkeys((wanted, graph.input_shape[1])):
+    for tensor in model.parameters():
+        tensor.requires_grad_(False)  # only the input's gradient is needed
+    native = graph.input_shape[1]
+    step = max(8, jump)
+    wanted = min(512, max(native, step * math.ceil((analytic + 2 * jump + 2) / step)))
+    note = ""
+    for height in dict.fromkeys((wanted, native)):
+        width = height if square else graph.input_shape[2]
         try:
-            grad = _centre_gradient(graph, model, at, size)
+            grad = _centre_gradient(graph, model, at, height, width)
         except Exception as exc:  # a graph with sizes baked in only runs at its own size
             note = f"{type(exc).__name__}"
             continue
         rows = torch.nonzero(grad.sum(1) > 0)
         cols = torch.nonzero(grad.sum(0) > 0)
         if len(rows) == 0:
-            return MeasuredRF(None, size, False, "no input pixel reaches the centre unit")
-        extent = max(int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1)
-        clipped = bool(rows.min() == 0 or cols.min() == 0 or rows.max() == size - 1 or cols.max() == size - 1)
-        note = f"measured on a {size}x{size} input" + (" (window reaches the border: lower bound)" if clipped else "")
-        return MeasuredRF(extent, size, clipped, note)
-    return MeasuredRF(None, graph.input_shape[1], False, f"the graph could not be run for the measurement ({note})")
+            return MeasuredRF(None, height, False, "no input pixel reaches the centre unit")
+        extent = int(rows.max() - rows.min()) + 1
+        if square:
+            extent = max(extent, int(cols.max() - cols.min()) + 1)
+        clipped = bool(rows.min() == 0 or rows.max() == height - 1)
+        if square:
+            clipped = clipped or bool(cols.min() == 0 or cols.max() == width - 1)
+        note = f"measured on a {height}x{width} input" + (
+            " (window reaches the border: lower bound)" if clipped else ""
+        )
+        return MeasuredRF(extent, height, clipped, note)
+    return MeasuredRF(None, native, False, f"the graph could not be run for the measurement ({note})")
 
 
 def _max_pool_as_avg(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
@@ -247,7 +261,7 @@ def _positive_weights(graph: LoadedGraph, model: torch.nn.Module) -> None:
                 t.fill_(1.0 / fan_in)
 
 
-def _centre_gradient(graph: LoadedGraph, model: torch.nn.Module, at: str, size: int) -> torch.Tensor:
+def _centre_gradient(graph: LoadedGraph, model: torch.nn.Module, at: str, height: int, width: int) -> torch.Tensor:
     captured: dict[str, torch.Tensor] = {}
     names = model.gm.meta["s6_names"]
 
@@ -262,7 +276,8 @@ def _centre_gradient(graph: LoadedGraph, model: torch.nn.Module, at: str, size: 
                 raise Stop
             return result
 
-    x = torch.ones(2, graph.input_shape[0], size, size, requires_grad=True)
+    batch = 1 if graph.batch_dynamic else 2
+    x = torch.ones(batch, graph.input_shape[0], height, width, requires_grad=True)
     args = [x if kind == "x" else getattr(model, a) for kind, a in model._slots]
     try:
         Capture(model.gm).run(*args)
