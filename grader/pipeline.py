@@ -99,9 +99,6 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
             "input_shape": list(course["input_shape"]),
             "num_classes": int(course["num_classes"]),
         }
-        # Other files' candidates come after the first file's (same class name in two files: first wins).
-        others = [c for c in disc.models if c.file != first.file]
-        model["other_files"] = [{"file": c.file, "class": c.cls} for c in others]
     transforms = None
     if disc.transforms is not None:
         t = disc.transforms

@@ -120,10 +120,9 @@ def build_model(module: Any, spec: dict, root: Path, report: dict) -> Any:
         except BaseException as exc:
             entry["error"] = typed_error(exc, root, "building the model")
             continue
-        if entry["ok"] and chosen is None:
+        if entry["ok"]:
             chosen = (model, entry)
-            if spec.get("first_match", True):
-                break
+            break
     if chosen is None:
         return None
     chosen[1]["chosen"] = True
