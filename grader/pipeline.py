@@ -201,9 +201,9 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             # in parallel with the child's work.
             import albumentations  # noqa: F401
 
-            import grader.checks_runner
-            import grader.report.html  # noqa: F401
+            import grader.report.html  # noqa: F401  (used by the CLI right after)
             from grader.analyze import analyze_submission, collect_evidence, reanalyze_augmentations
+            from grader.checks_runner import run_checks
 
             probe, child = future.result()
         results["timings"]["probe_s"] = round(child.wall_s, 2)
@@ -219,8 +219,6 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         else:
             facts.training_skipped = "not run: grading without training (--no-train); pass --train to train the model"
         facts.evidence = collect_evidence(facts, disc, rubric)
-        from grader.checks_runner import run_checks
-
         checks = run_checks(facts, rubric, opts.extra_check_dirs)
         results["checks"] = [c.to_dict() for c in checks]
         results["score"] = round(sum(c.points for c in checks if not c.extra), 2)
