@@ -219,6 +219,9 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         else:
             facts.training_skipped = "not run: grading without training (--no-train); pass --train to train the model"
         facts.evidence = collect_evidence(facts, disc, rubric)
+        for nb in facts.evidence.get("notebooks", []):
+            if nb.get("out_of_order"):
+                facts.warnings.append(f"{nb['path']}: {nb.get('order_note', 'cells ran out of order')}; its outputs may not come from the code as it reads")  # fmt: skip
         checks = run_checks(facts, rubric, opts.extra_check_dirs)
         results["checks"] = [c.to_dict() for c in checks]
         results["score"] = round(sum(c.points for c in checks if not c.extra), 2)

@@ -111,3 +111,27 @@ def test_missing_model_says_how_to_point_at_it(graded):
 def test_hanging_import_is_killed_at_the_probe_limit(graded):
     _, results, _ = graded["hanging_import"]
     assert results["timings"]["probe_s"] < 60
+
+
+def test_a_notebook_run_out_of_order_is_said(tmp_path):
+    import json
+    import shutil
+
+    from fixtures.submissions import BASE
+    from grading import run_grade
+
+    sub = tmp_path / "sub"
+    shutil.copytree(BASE, sub)
+    cells = [("x = 1", 5), ("y = 2", 2)]
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": n}
+            for src, n in cells
+        ],
+    }
+    (sub / "S6.ipynb").write_text(json.dumps(nb))
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
+    assert any("S6.ipynb" in w and "cell 2 ran before cell 1" in w for w in results["warnings"]), results["warnings"]
