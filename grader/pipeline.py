@@ -51,10 +51,10 @@ class GradeOptions:
     progress: Any = None  # callable(stage: str, detail: str) for the terminal
 
 
-def submission_hash(root: Path, rubric: dict) -> str:
+def submission_hash(root: Path, rubric: dict, files: list[Path] | None = None) -> str:
     """Content hash of the submission's files (what the probe copies) and the rubric."""
     h = hashlib.sha256(json.dumps(rubric, sort_keys=True, default=str).encode())
-    for path in sorted(_copyable(root)):
+    for path in sorted(files if files is not None else _copyable(root)):
         rel = path.relative_to(root).as_posix()
         h.update(rel.encode() + b"\0")
         with open(path, "rb") as f:
@@ -78,9 +78,9 @@ def _copyable(root: Path) -> list[Path]:
     return out
 
 
-def copy_submission(root: Path, dest: Path) -> None:
+def copy_submission(root: Path, dest: Path, files: list[Path] | None = None) -> None:
     """A working copy for the child: code and small files only, no links out of the tree."""
-    for path in _copyable(root):
+    for path in files if files is not None else _copyable(root):
         target = dest / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
@@ -116,12 +116,14 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
     }
 
 
-def run_probe(disc: Discovery, root: Path, work: Path, rubric: dict, isolation: str) -> tuple[dict | None, ChildResult]:
+def run_probe(
+    disc: Discovery, root: Path, work: Path, rubric: dict, isolation: str, files: list[Path] | None = None
+) -> tuple[dict | None, ChildResult]:
     copy_root = work / "submission"
     out = work / "probe"
     copy_root.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    copy_submission(root, copy_root)
+    copy_submission(root, copy_root, files)
     for rel, source in disc.generated.items():
         (copy_root / rel).parent.mkdir(parents=True, exist_ok=True)
         (copy_root / rel).write_text(source)
@@ -192,11 +194,12 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         except DiscoveryError as exc:
             results["error"] = {"type": "discovery_failed", "message": str(exc)}
             return results
-        results["submission"]["hash"] = submission_hash(submission, rubric)
+        files = _copyable(submission)  # one walk of the tree serves the hash and the probe's copy
+        results["submission"]["hash"] = submission_hash(submission, rubric, files)
         results["facts"]["discovery"] = disc.to_dict()
         say("probe", "importing and tracing the model in the sandbox")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(run_probe, disc, submission, work, rubric, opts.isolation)
+            future = pool.submit(run_probe, disc, submission, work, rubric, opts.isolation, files)
             # Meanwhile: this process's own heavy imports (torch, albumentations, pytest, jinja2) run
             # in parallel with the child's work.
             import albumentations  # noqa: F401
