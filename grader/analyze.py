@@ -14,28 +14,36 @@ from grader.analysis.augmentations import analyze as analyze_augmentations
 from grader.analysis.layers import param_facts, spatial_layers
 from grader.analysis.receptive_field import analytic_rf, measure_rf
 from grader.analysis.source import read_sources
+from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, read_output
 from grader.discover import Discovery
 from grader.facts import Facts
 from grader.graph import GraphError, load_graph
 from grader.sandbox import ChildResult
-
-GRAPH_JSON_MAX = 50 * 1024 * 1024
-WEIGHTS_MAX = 400 * 1024 * 1024
+from grader.sandbox.layers import describe as describe_layers
 
 
 def analyze_submission(
-    submission: Path, disc: Discovery, probe: dict | None, child: ChildResult, work: Path, rubric: dict
+    submission: Path, disc: Discovery, probe: dict | None, child: ChildResult, out: Path, rubric: dict
 ) -> Facts:
+    """Facts from the probe's outputs in ``out`` (each read by value, links refused)."""
     course = rubric["course"]
     facts = Facts(submission=submission, rubric=rubric, discovery=disc, probe=probe)
     facts.mean = tuple(course.get("dataset_mean", facts.mean))
     facts.std = tuple(course.get("dataset_std", facts.std))
-    facts.sandbox = {"isolation": child.isolation, "wall_s": round(child.wall_s, 2), "returncode": child.returncode}
-    if child.isolation != "bubblewrap":
-        facts.warnings.append("bubblewrap is not available: the submission ran in a plain subprocess with limits (weaker isolation)")  # fmt: skip
+    facts.sandbox = {
+        "isolation": child.isolation,
+        "wall_s": round(child.wall_s, 2),
+        "returncode": child.returncode,
+        "probe": child.layers,
+        "summary": describe_layers(child.layers),
+    }
+    if child.isolation == "plain":
+        facts.warnings.append("no filesystem sandbox works here (neither bubblewrap nor Landlock): the submission ran in a plain subprocess with limits and could read this machine's files")  # fmt: skip
+    elif child.isolation == "landlock":
+        facts.warnings.append("the submission ran under Landlock alone, without bubblewrap's namespaces (filesystem allowlist, TCP denied)")  # fmt: skip
+    facts.warnings += [note for note in child.notes if "planted" in note or "inside" in note]
     facts.sources = read_sources(submission, disc.py_files, disc.notebooks)
     facts.failure = _model_failure(disc, probe, child)
-    out = work / "probe"
     if facts.failure is None:
         _load_graph(facts, out)
     if facts.graph is not None:
@@ -47,8 +55,8 @@ def analyze_submission(
             facts.measured_rf = measure_rf(facts.graph, facts.rf.at, facts.rf.rf, facts.rf.jump, square)
         except ValueError as exc:
             facts.failure = {"type": "no_feature_map", "message": str(exc), "where": ""}
-    summary = out / "summary.txt"
-    facts.summary_text = summary.read_text(errors="replace")[:200_000] if summary.is_file() else ""
+    summary = _read(facts, out, "summary.txt")
+    facts.summary_text = summary.decode(errors="replace")[:200_000] if summary else ""
     _transforms(facts, disc, probe, out)
     for stub in (probe or {}).get("stubbed_modules", []):
         facts.warnings.append(f"module {stub} is not installed here: the probe used a stand-in for it")
@@ -89,20 +97,36 @@ def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> d
     return None
 
 
+def _read(facts: Facts, out: Path, name: str) -> bytes | None:
+    """One of the probe's outputs by value; None when missing; a warning when it was refused."""
+    try:
+        return read_output(out, name, PROBE_OUTPUTS[name])
+    except FileNotFoundError:
+        return None
+    except UnsafeOutput as exc:
+        facts.warnings.append(f"the probe's output {exc}: ignored")
+        return None
+    except OSError:
+        return None
+
+
 def _load_graph(facts: Facts, out: Path) -> None:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    graph_file, weights_file = out / "graph.json", out / "weights.safetensors"
-    if not graph_file.is_file() or not weights_file.is_file():
+    try:
+        graph_bytes = read_output(out, "graph.json", PROBE_OUTPUTS["graph.json"])
+        weights_bytes = read_output(out, "weights.safetensors", PROBE_OUTPUTS["weights.safetensors"])
+    except FileNotFoundError:
         facts.failure = {"type": "export_failed", "message": "the probe wrote no graph", "where": ""}
         return
-    if graph_file.stat().st_size > GRAPH_JSON_MAX or weights_file.stat().st_size > WEIGHTS_MAX:
-        facts.failure = {"type": "too_large", "message": "the graph or its weights are larger than the grader accepts", "where": ""}  # fmt: skip
+    except UnsafeOutput as exc:
+        kind = "too_large" if "bytes" in exc.reason else "unsafe_output"
+        facts.failure = {"type": kind, "message": f"the probe's output {exc}", "where": exc.name}
         return
     try:
-        graph = json.loads(graph_file.read_text())
-        weights = load_file(str(weights_file))
+        graph = json.loads(graph_bytes)
+        weights = load(weights_bytes)
         facts.graph = load_graph(graph, weights)
         sites = graph.get("module_sites", {}) if isinstance(graph.get("module_sites"), dict) else {}
         facts.graph.model_class = str(graph.get("model_class", ""))
@@ -128,7 +152,13 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
     if transforms is None:
         err = next((e for e in probe.get("errors", []) if e.get("stage") == "building the transforms"), None)
         if err:
-            facts.aug_failure = {"type": err["type"], "message": err["message"] + (f" ({err['where']})" if err.get("where") else "")}  # fmt: skip
+            t = disc.transforms
+            pin = f"--transforms {t.file}:{t.name or 'NAME'}" + (" --transforms-kwargs '{...}'" if t.kind in ("function", "class") else "")  # fmt: skip
+            where = f" ({err['where']})" if err.get("where") else ""
+            assumed = f"; the grader assumed {', '.join(t.assumed)}" if t.assumed else ""
+            facts.aug_failure = {"type": err["type"], "message": f"the grader could not build the train pipeline: {err['message']}{where}{assumed}. Pin how to build it with {pin} (or `transforms` and `transforms_kwargs` in grade.toml)"}  # fmt: skip
+        elif disc.torchvision_pipeline:
+            facts.aug_failure = {"type": "not_albumentations", "message": f"the train pipeline at {disc.torchvision_pipeline} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout"}  # fmt: skip
         elif disc.transforms is None:
             facts.aug_failure = {"type": "not_found", "message": "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME"}  # fmt: skip
         return
@@ -149,10 +179,10 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
         facts.warnings.append("the train pipeline could not be rebuilt from its config (custom transforms?): CoarseDropout's behaviour is the child's own measurement")  # fmt: skip
     facts.aug_inputs = (transforms, trusted_probe, student_texts(facts.submission, disc), [c.__dict__ for c in disc.aug_calls])  # fmt: skip
     reanalyze_augmentations(facts)
-    grid_file = out / "augmented.npy"
-    if grid_file.is_file() and grid_file.stat().st_size < 5_000_000:
+    grid_bytes = _read(facts, out, "augmented.npy")
+    if grid_bytes:
         try:
-            grid = np.load(grid_file, allow_pickle=False)
+            grid = np.load(io.BytesIO(grid_bytes), allow_pickle=False)
             facts.augmented_grid_png = grid_png(grid)
         except (ValueError, OSError):
             pass

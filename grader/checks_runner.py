@@ -27,6 +27,7 @@ class CheckResult:
     question: str = ""
     extra: bool = False
     required: bool = True
+    visibility: str = "visible"  # "hidden": in the TA's gradebook and results, not the student's report
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -58,6 +59,28 @@ class _Plugin:
         holder = Check(rule=self._rubric["rules"].get(rule_id, {}))
         self._holders[request.node.nodeid] = holder
         return holder
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A check file that cannot be loaded (a course's malformed check): a typed error, the rest runs."""
+        if not report.failed:
+            return
+        path = Path(str(report.fspath))
+        text = str(report.longrepr).strip().splitlines()
+        reason = next(
+            (line.strip() for line in reversed(text) if line.strip().startswith("E ")), text[-1] if text else ""
+        )
+        self._results.append(
+            CheckResult(
+                id=path.stem.removeprefix("test_"),
+                title=f"course checks in {path.name}",
+                status="error",
+                points=0.0,
+                max_points=0,
+                message=f"the check file {path.name} could not be loaded: {reason.removeprefix('E').strip()}"[:500],
+                evidence={"error_type": "check_file_error"},
+                question="course checks",
+            )
+        )
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
@@ -113,6 +136,7 @@ class _Plugin:
                 question=spec.get("question", ""),
                 extra=bool(spec.get("extra", False)),
                 required=bool(spec.get("required", not spec.get("extra", False))),
+                visibility=str(spec.get("visibility", "visible")),
             )
         )
 
@@ -127,7 +151,8 @@ def _rule_of(item: pytest.Item) -> tuple[str, int]:
 def run_checks(facts: Any, rubric: dict, extra_dirs: list[Path] | None = None) -> list[CheckResult]:
     """Run every check (the package's and a course's ``extra_dirs``); results in rubric order."""
     plugin = _Plugin(facts, rubric)
-    paths = [str(checks_dir()), *(str(p) for p in extra_dirs or [])]
+    dirs = [*rubric.get("course", {}).get("check_dirs", []), *(extra_dirs or [])]
+    paths = [str(checks_dir()), *dict.fromkeys(str(p) for p in dirs)]
     args = [
         *paths,
         "-p", "no:cacheprovider",
@@ -135,6 +160,7 @@ def run_checks(facts: Any, rubric: dict, extra_dirs: list[Path] | None = None) -
         "-p", "no:warnings",
         "-p", "no:timeout",
         "--import-mode=importlib",
+        "--continue-on-collection-errors",
         "-c", os.devnull,
         "--rootdir", paths[0],
         "-o", "markers=rule: ties a check to a rubric rule",

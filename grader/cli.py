@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 EXAMPLES = """\
@@ -25,15 +27,29 @@ The report (report.html) and results (results.json) go to --out (default ./grade
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (and where to read more), not the whole usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"grade: error: {message} (grade --help shows every option)\n")
+
+
+USAGE = "grade SUB [options]        (SUB: a folder, a .zip or a .ipynb)\n       grade batch INPUT --out DIR [options]"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="grade",
+        usage=USAGE,
         description="Grade a Session 6 (CIFAR-10, C1|C2|C3|C4|O) submission: every rule with pass/fail, "
         "points, the reason and the evidence; an HTML report and a results JSON.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("submission", type=Path, help="the submission folder (a repo, or the assignment folder in it)")
+    p.add_argument("submission", type=Path, help="the submission: a folder (a repo, or the assignment folder in it), a .zip, or one .ipynb")  # fmt: skip
+    from grader import __version__
+
+    p.add_argument("--version", action="version", version=f"s6-grader {__version__}")
     train = p.add_mutually_exclusive_group()
     train.add_argument("--train", dest="train", action="store_true", default=None, help="train the model with the grader's recipe and decide the accuracy rule (default when CUDA is available)")  # fmt: skip
     train.add_argument(
@@ -45,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="FILE:CLASS", help="the model class to grade (relative to the submission)")
     p.add_argument("--model-kwargs", metavar="JSON", help="constructor arguments, e.g. '{\"num_classes\": 10}'")
     p.add_argument("--transforms", metavar="FILE:NAME", help="the train pipeline: a variable, a function or a class")
+    p.add_argument("--transforms-kwargs", metavar="JSON", help="arguments for a pipeline function or class, e.g. '{\"train\": true}'")  # fmt: skip
     p.add_argument("--rubric", type=Path, help="a rubric TOML that replaces the default's values (see --print-rubric)")
     p.add_argument("--print-rubric", action="store_true", help="print the default rubric and exit")
+    p.add_argument("--checks", type=Path, action="append", metavar="DIR", help="a folder of a course's own checks (pytest files with @rule); may repeat")  # fmt: skip
     data = p.add_argument_group("training data")
     data.add_argument(
         "--data", type=Path, help="image-folder tree DIR/{train,test}/<class>/* (e.g. a private test set)"
@@ -55,9 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--weights", type=Path, help="evaluate this checkpoint (safetensors or a state_dict) instead of training")  # fmt: skip
     data.add_argument("--epochs", type=int, help="planned epochs (within the rubric's cap)")
     data.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    p.add_argument("--isolation", choices=["auto", "bubblewrap", "plain"], default="auto", help="sandbox for the submission's code (default: bubblewrap when it works here)")  # fmt: skip
+    p.add_argument("--isolation", choices=["auto", "bubblewrap", "landlock", "plain"], default="auto", help="sandbox for the submission's code (default: the strongest that works here: bubblewrap, else Landlock)")  # fmt: skip
+    p.add_argument("--accept-unsandboxed", action="store_true", help="decide accuracy even where no filesystem sandbox works (the code could read the test split)")  # fmt: skip
     p.add_argument("--quiet", "-q", action="store_true", help="print only the score line")
     return p
+
+
+def _json_object(parser: argparse.ArgumentParser, flag: str, text: str | None, example: str) -> dict | None:
+    """A JSON object given on the command line, or a usage error that shows one."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parser.error(f"{flag} is not JSON: {exc}")
+    if not isinstance(value, dict):
+        parser.error(f"{flag} must be a JSON object, e.g. '{example}'")
+    return value
 
 
 def _cuda_present() -> bool:
@@ -82,23 +114,84 @@ def main(argv: list[str] | None = None) -> int:
         print(default_rubric_text())
         return 0
     parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     from grader.rubric import RubricError, load_rubric
 
     try:
-        rubric = load_rubric(args.rubric)
+        rubric = load_rubric(args.rubric, args.checks)
     except RubricError as exc:
         parser.error(str(exc))
-    kwargs = None
-    if args.model_kwargs:
+    kwargs = _json_object(parser, "--model-kwargs", args.model_kwargs, '{"num_classes": 10}')
+    transforms_kwargs = _json_object(parser, "--transforms-kwargs", args.transforms_kwargs, '{"train": true}')
+    scratch = tempfile.mkdtemp(prefix="s6-input-")
+    try:
+        return _grade(parser, args, rubric, kwargs, transforms_kwargs, Path(scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _as_folder(parser: argparse.ArgumentParser, sub: Path, scratch: Path) -> Path:
+    """The folder to grade: the folder itself, a zip unpacked safely, or a folder holding one notebook."""
+    if not sub.exists():
+        parser.error(f"{sub} does not exist")
+    if sub.is_dir():
+        return sub
+    if sub.suffix.lower() == ".zip":
+        from grader.batch.unzip import UnzipError, safe_unzip
+
         try:
-            kwargs = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as exc:
-            parser.error(f"--model-kwargs is not JSON: {exc}")
-        if not isinstance(kwargs, dict):
-            parser.error("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
-    if not args.submission.is_dir():
-        parser.error(f"{args.submission} is not a folder")
+            root, _notes = safe_unzip(sub, scratch / sub.stem)
+        except UnzipError as exc:
+            parser.error(f"{sub}: {exc}")
+        return root
+    if sub.suffix.lower() == ".ipynb":
+        folder = scratch / sub.stem
+        folder.mkdir()
+        shutil.copyfile(sub, folder / sub.name)
+        return folder
+    parser.error(f"{sub} is a file: give a folder, a .zip or a .ipynb")
+    raise AssertionError  # parser.error exits
+
+
+def _precheck(parser: argparse.ArgumentParser, folder: Path, args: argparse.Namespace) -> None:
+    """One-line usage errors for what cannot be graded at all: no code, or a --model that is not there."""
+    from grader.discover import DiscoveryError, discover
+
+    code = next((p for p in folder.rglob("*") if p.suffix in (".py", ".ipynb") and ".venv" not in p.parts), None)
+    if code is None:
+        parser.error(f"{args.submission} holds no Python file or notebook to grade")
+    try:
+        found = discover(folder)
+    except DiscoveryError as exc:
+        parser.error(str(exc))
+    classes = sorted({f"{c.file}:{c.cls}" for c in found.models})
+    if args.model:
+        file, _, cls = args.model.rpartition(":")
+        if not (folder / file).is_file() or f"{file}:{cls}" not in classes:
+            parser.error(f"--model {args.model}: no such class; the candidates found: {', '.join(classes) or 'none'}")
+    elif not classes and found.problems and found.problems[0]["type"] == "model_not_found":
+        files = sorted({*found.py_files, *found.notebooks})[:8]
+        parser.error(f"no nn.Module subclass in {args.submission} (read: {', '.join(files)}); point at the model with --model FILE:CLASS")  # fmt: skip
+    if args.transforms:
+        file = args.transforms.partition(":")[0]
+        if not (folder / file).is_file():
+            parser.error(f"--transforms {args.transforms}: {file} is not a file of the submission")
+
+
+def _grade(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    rubric: dict,
+    kwargs: dict | None,
+    transforms_kwargs: dict | None,
+    scratch: Path,
+) -> int:
+    given = args.submission
+    args.submission = _as_folder(parser, given, scratch)
+    _precheck(parser, args.submission, args)
     train = args.train if args.train is not None else _cuda_present()
     from rich.console import Console
 
@@ -124,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         model_kwargs=kwargs,
         transforms=args.transforms,
+        transforms_kwargs=transforms_kwargs,
         data=args.data,
         data_dir=args.data_dir,
         weights=args.weights,
         epochs=args.epochs,
         isolation=args.isolation,
+        accept_unsandboxed=args.accept_unsandboxed,
         device=args.device,
         progress=progress,
     )
@@ -139,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if status is not None:
             status.stop()
+    if given.resolve() != Path(args.submission).resolve():  # a zip or a notebook: name what was given
+        results["submission"].update(path=str(given.resolve()), name=given.name)
     json_path = args.json or args.out / "results.json"
     html_path = args.html or args.out / "report.html"
     written = []

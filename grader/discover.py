@@ -16,11 +16,15 @@ A submission can pin everything in ``grade.toml``::
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from grader.source_values import SourceValues, Unresolved, guess_value, suggestions
+from grader.transform_slice import is_script_work, pipeline_slice
 
 try:
     import tomllib
@@ -49,6 +53,8 @@ KEYWORDS = {
 }  # fmt: skip
 AUG_NAMES = {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine", "Cutout"}
 GENERATED_PREFIX = "_s6_notebook_"  # modules made from notebook cells, in the probe's copy only
+SESSION_FOLDER = re.compile(r"^(s|session|assignment|week|lab|hw|a)[\s_-]*0?6$", re.I)
+SLICE_PREFIX = "_s6_pipeline_"  # the train pipeline's statement and what it needs, cut from its file
 
 
 class DiscoveryError(Exception):
@@ -65,6 +71,7 @@ class ModelCandidate:
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
     required_params: list[str] = field(default_factory=list)
+    assumed: list[str] = field(default_factory=list)  # values the grader chose, and why (for the report)
 
 
 @dataclass
@@ -75,6 +82,10 @@ class TransformsCandidate:
     line: int
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
+    assumed: list[str] = field(default_factory=list)  # values the grader chose, and why
+    slice_file: str | None = None  # the generated module holding only what the pipeline needs
+    slice_source: str | None = None
+    fallback_ok: bool = False  # the whole module may be imported if the slice does not build
 
 
 @dataclass
@@ -104,6 +115,7 @@ class Discovery:
     pinned: dict  # from grade.toml / options
     generated: dict[str, str] = field(default_factory=dict)  # file -> source written into the probe's copy
     sys_path: list[str] = field(default_factory=list)
+    torchvision_pipeline: str | None = None  # "file:line" of a torchvision train pipeline (not albumentations)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -125,6 +137,8 @@ def discover(
     model: str | None = None,
     model_kwargs: dict | None = None,
     transforms: str | None = None,
+    num_classes: int = 10,
+    transforms_kwargs: dict | None = None,
 ) -> Discovery:
     """Read the submission at ``root`` and decide what the probe should import and build."""
     root = root.resolve()
@@ -137,6 +151,8 @@ def discover(
         pinned["model_kwargs"] = model_kwargs
     if transforms:
         pinned["transforms"] = transforms
+    if transforms_kwargs is not None:
+        pinned["transforms_kwargs"] = transforms_kwargs
     files, notebooks, notes = _walk(root)
     py = {rel: _parse(root / rel, rel) for rel in files}
     nb_code = {rel: _notebook_code(root / rel) for rel in notebooks}
@@ -152,9 +168,9 @@ def discover(
     )
     scope = {rel: f for rel, f in py.items() if _under(rel, assignment)}
     nb_scope = {rel: code for rel, code in nb_code.items() if _under(rel, assignment)}
-    disc.models = _model_candidates(scope, nb_scope, pinned, problems, notes)
+    disc.models = _model_candidates(scope, nb_scope, pinned, problems, notes, num_classes)
     if not disc.models and scope is not py:
-        disc.models = _model_candidates(py, nb_code, pinned, problems, notes)
+        disc.models = _model_candidates(py, nb_code, pinned, problems, notes, num_classes)
     if not disc.models:
         problems.append({
             "type": "model_not_found",
@@ -163,10 +179,23 @@ def discover(
         })  # fmt: skip
     disc.aug_calls = _aug_calls(scope, nb_scope) or _aug_calls(py, nb_code)
     found = _transform_candidates(scope, pinned) or _transform_candidates(py, pinned)
+    for piece, file in [("the model", disc.models[0].file if disc.models else None), ("the train pipeline", found[0].file if found else None)]:  # fmt: skip
+        if assignment and file and not _under(file, assignment):
+            notes.append(f"warning: {piece} comes from {file}, outside the assignment folder {assignment}/")
     if found:
         disc.transforms, disc.transform_alternatives = found[0], found[1:]
+        chosen = disc.transforms
+        if chosen.slice_source is not None:
+            folder, _, base = chosen.file.rpartition("/")
+            chosen.slice_file = (folder + "/" if folder else "") + f"{SLICE_PREFIX}{base}"
+            generated[chosen.slice_file] = chosen.slice_source
+            notes.append(f"the train pipeline is built from {chosen.file} alone: its A.Compose and what it needs, nothing else of the file runs")  # fmt: skip
     else:
         notes.append("no albumentations train pipeline found in the .py files")
+        tv = _torchvision_pipeline(scope) or _torchvision_pipeline(py)
+        if tv:
+            disc.torchvision_pipeline = tv
+            notes.append(f"{tv} builds a torchvision pipeline, not an albumentations one")
     disc.sys_path = _sys_path_entries(root, py)
     return disc
 
@@ -237,7 +266,9 @@ def _read_grade_toml(root: Path) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DiscoveryError(f"grade.toml is not valid TOML: {exc}") from exc
     section = data.get("grade", data)
-    out = {k: section[k] for k in ("model", "model_kwargs", "transforms", "training") if k in section}
+    out = {
+        k: section[k] for k in ("model", "model_kwargs", "transforms", "transforms_kwargs", "training") if k in section
+    }
     out["from_grade_toml"] = True
     return out
 
@@ -253,12 +284,20 @@ def _assignment_dir(root: Path, py: dict[str, _PyFile], nb: dict[str, str]) -> s
         for i in range(len(parts) + 1):
             key = "/".join(parts[:i])
             scores[key] = scores.get(key, 0) + s
+    for key in scores:  # a folder named for this session ("S6", "session_06", "Assignment-6")
+        if SESSION_FOLDER.search(key.rsplit("/", 1)[-1]):
+            scores[key] *= 1.5
     current = ""
     while True:
         total = scores.get(current, 0)
-        children = [k for k in scores if _parent(k) == current and k != current]
-        best = max(children, key=lambda k: scores[k], default=None)
-        if best is None or total <= 0 or scores[best] < 0.75 * total:
+        children = sorted((k for k in scores if _parent(k) == current and k != current), key=lambda k: -scores[k])
+        if not children or total <= 0:
+            return current
+        best = children[0]
+        own = total - sum(scores[k] for k in children)  # the folder's own files compete too
+        runner_up = max(scores[children[1]] if len(children) > 1 else 0.0, own)
+        # Most of the signal, or clearly more than any sibling (another session's folder beside it).
+        if scores[best] < 0.75 * total and scores[best] < 1.5 * runner_up:
             return current
         current = best
 
@@ -366,7 +405,12 @@ def _constants(tree: ast.Module | None) -> dict[str, Any]:
 
 
 def _model_candidates(
-    files: dict[str, _PyFile], notebooks: dict[str, str], pinned: dict, problems: list[dict], notes: list[str]
+    files: dict[str, _PyFile],
+    notebooks: dict[str, str],
+    pinned: dict,
+    problems: list[dict],
+    notes: list[str],
+    num_classes: int = 10,
 ) -> list[ModelCandidate]:
     if "model" in pinned:
         spec = str(pinned["model"])
@@ -394,15 +438,15 @@ def _model_candidates(
                 if callee != name:
                     used_inside[callee].add(name)
     # Call sites outside class bodies: training scripts, notebooks, main().
-    outside: dict[str, list[tuple[str, ast.Call, dict]]] = {n: [] for n in names}
-    sources: list[tuple[str, ast.Module, dict]] = []
+    outside: dict[str, list[tuple[str, ast.Call, SourceValues]]] = {n: [] for n in names}
+    sources: list[tuple[str, ast.Module, SourceValues]] = []
     for rel, f in files.items():
         if f.tree is not None:
-            sources.append((rel, f.tree, _constants(f.tree)))
+            sources.append((rel, f.tree, SourceValues(f.tree)))
     for rel, code in notebooks.items():
         try:
             tree = ast.parse(code)
-            sources.append((rel, tree, _constants(tree)))
+            sources.append((rel, tree, SourceValues(tree)))
         except SyntaxError:
             notes.append(f"{rel}: some cells do not parse; call sites there were not read")
     for rel, tree, consts in sources:
@@ -445,8 +489,31 @@ def _model_candidates(
             cand = ModelCandidate(rel, name, node.lineno, score, reasons)
             cand.required_params = _required_params(node)
             _call_site_args(cand, sites, notes)
-            out.append(cand)
+            if pinned.get("model_kwargs"):  # --model-kwargs / grade.toml without --model: for every class
+                cand.kwargs = cand.kwargs | dict(pinned["model_kwargs"])
+                cand.reasons.append("constructor arguments from " + ("grade.toml" if pinned.get("from_grade_toml") else "--model-kwargs"))  # fmt: skip
+            out += _with_suggested_args(cand, node, num_classes)
     out.sort(key=lambda c: (-c.score, c.file, c.line))
+    return out
+
+
+MAX_ASSUMED_COMBINATIONS = 12
+
+
+def _with_suggested_args(cand: ModelCandidate, node: ast.ClassDef, num_classes: int) -> list[ModelCandidate]:
+    """The candidate, or one per combination of suggested values for the required parameters it lacks."""
+    given = set(cand.kwargs) | set(cand.required_params[: len(cand.args)])
+    missing = [p for p in cand.required_params if p not in given]
+    if not missing:
+        return [cand]
+    options = [suggestions(node, p, num_classes) for p in missing]
+    out = []
+    for combo in itertools.islice(itertools.product(*options), MAX_ASSUMED_COMBINATIONS):
+        alt = ModelCandidate(cand.file, cand.cls, cand.line, cand.score - 0.01 * len(out), list(cand.reasons), list(cand.args), dict(cand.kwargs), list(cand.required_params))  # fmt: skip
+        for param, (value, why) in zip(missing, combo, strict=True):
+            alt.kwargs[param] = value
+            alt.assumed.append(f"assumed {param}={value!r} ({why})")
+        out.append(alt)
     return out
 
 
@@ -460,20 +527,21 @@ def _required_params(node: ast.ClassDef) -> list[str]:
     return []
 
 
-def _call_site_args(cand: ModelCandidate, sites: list[tuple[str, ast.Call, dict]], notes: list[str]) -> None:
-    """Take constructor arguments from the first call site whose arguments are all literals."""
-    for rel, call, consts in sites:
+def _call_site_args(cand: ModelCandidate, sites: list[tuple[str, ast.Call, SourceValues]], notes: list[str]) -> None:
+    """Constructor arguments from the first call site whose values can all be known from the source
+    (literals, names assigned before the call, config dicts, argparse defaults)."""
+    for rel, call, values in sites:
         try:
-            args = [_literal(a, consts) for a in call.args]
-            kwargs = {k.arg: _literal(k.value, consts) for k in call.keywords if k.arg}
-        except (ValueError, SyntaxError, TypeError):
+            args = [values.value(a) for a in call.args]
+            kwargs = {k.arg: values.value(k.value) for k in call.keywords if k.arg}
+        except Unresolved:
             continue
         if args or kwargs:
             cand.args, cand.kwargs = args, kwargs
             cand.reasons.append(f"constructor arguments from {rel}:{call.lineno}")
         return
     if cand.required_params and sites:
-        notes.append(f"{cand.cls} needs {', '.join(cand.required_params)} and no call site has literal values: pass --model-kwargs")  # fmt: skip
+        notes.append(f"{cand.cls} needs {', '.join(cand.required_params)} and no call site has values known without running the code: the grader tries values the class suggests; pin others with --model-kwargs")  # fmt: skip
 
 
 # ---- transforms ---------------------------------------------------------------------------------
@@ -490,7 +558,8 @@ def _transform_candidates(files: dict[str, _PyFile], pinned: dict) -> list[Trans
     if "transforms" in pinned:
         spec = str(pinned["transforms"])
         file, _, name = spec.partition(":")
-        return [TransformsCandidate(file, name or None, "pinned", 0)]
+        kwargs = dict(pinned.get("transforms_kwargs") or {})
+        return [TransformsCandidate(file, name or None, "pinned", 0, kwargs=kwargs)]
     found: list[tuple[float, TransformsCandidate]] = []
     for rel, f in files.items():
         if f.tree is None:
@@ -500,6 +569,13 @@ def _transform_candidates(files: dict[str, _PyFile], pinned: dict) -> list[Trans
             if not (isinstance(call, ast.Call) and _is_train_compose(call)):
                 continue
             cand = _container(call, parents, rel)
+            if cand.kind in ("function", "class"):
+                _pipeline_args(cand, f.tree, files)
+            sliced = pipeline_slice(f.text, f.tree, call.lineno, guess_value)
+            if sliced is not None:
+                cand.slice_source, assumed = sliced
+                cand.assumed += assumed
+            cand.fallback_ok = not any(is_script_work(stmt) for stmt in f.tree.body)
             bonus = 1 if re.search(r"train", ast.unparse(call) + (cand.name or ""), re.I) else 0
             found.append((bonus + {"variable": 3, "function": 2, "class": 1, "import": 0}[cand.kind], cand))
     found.sort(key=lambda t: -t[0] + (0.5 if _is_generated(t[1].file) else 0))
@@ -531,32 +607,62 @@ def _container(call: ast.Call, parents: dict[int, ast.AST], rel: str) -> Transfo
         if isinstance(targets[0], ast.Name) and isinstance(top.value, ast.Dict):
             return TransformsCandidate(rel, None, "import", call.lineno)
     if isinstance(top, ast.FunctionDef):
-        needs = len(top.args.args) - len(top.args.defaults)
-        if needs == 0:
-            return TransformsCandidate(rel, top.name, "function", call.lineno)
-        return TransformsCandidate(rel, top.name, "function", call.lineno, args=_guess_args(top))
+        return TransformsCandidate(rel, top.name, "function", call.lineno)
     if isinstance(top, ast.ClassDef):
-        init = next((b for b in top.body if isinstance(b, ast.FunctionDef) and b.name == "__init__"), None)
-        needs = 0 if init is None else len(init.args.args) - 1 - len(init.args.defaults)
-        if needs == 0:
-            return TransformsCandidate(rel, top.name, "class", call.lineno)
+        return TransformsCandidate(rel, top.name, "class", call.lineno)
     return TransformsCandidate(rel, None, "import", call.lineno)
 
 
-def _guess_args(fn: ast.FunctionDef) -> list:
-    """Values for a transforms function's required parameters, by their names (mean/std are common)."""
-    values = []
-    for a in fn.args.args[: len(fn.args.args) - len(fn.args.defaults)]:
-        name = a.arg.lower()
-        if "mean" in name:
-            values.append((0.4914, 0.4822, 0.4465))
-        elif "std" in name:
-            values.append((0.2470, 0.2435, 0.2616))
-        elif "train" in name:
-            values.append(True)
-        else:
-            values.append(None)
-    return values
+def _pipeline_args(cand: TransformsCandidate, tree: ast.Module, files: dict[str, _PyFile]) -> None:
+    """Arguments for a pipeline function or class: from a call site whose values the source gives
+    (preferring one that asks for the train pipeline), else by the parameters' names (mean, std...)."""
+    definition = next((s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.ClassDef)) and s.name == cand.name), None)  # fmt: skip
+    if isinstance(definition, ast.ClassDef):
+        definition = next((b for b in definition.body if isinstance(b, ast.FunctionDef) and b.name == "__init__"), None)
+        skip = 1
+    else:
+        skip = 0
+    if definition is None:
+        return
+    params = definition.args.args[skip:]
+    required = [a.arg for a in params[: len(params) - len(definition.args.defaults)]]
+    sites = []
+    for rel, f in files.items():
+        if f.tree is None:
+            continue
+        values = SourceValues(f.tree)
+        for call in _calls_to(f.tree, {cand.name or ""}):
+            try:
+                args = [values.value(a) for a in call.args]
+                kwargs = {k.arg: values.value(k.value) for k in call.keywords if k.arg}
+            except Unresolved:
+                continue
+            says_train = any(v is True for k, v in kwargs.items() if "train" in k.lower()) or "train" in ast.unparse(call).lower()  # fmt: skip
+            says_test = any(v is False for k, v in kwargs.items() if "train" in k.lower())
+            sites.append((not says_train, says_test, rel, call.lineno, args, kwargs))
+    if sites:
+        sites.sort(key=lambda t: (t[1], t[0]))
+        _, _, rel, line, cand.args, cand.kwargs = sites[0]
+        cand.assumed.append(f"arguments as at {rel}:{line}")
+    given = set(cand.kwargs) | set(required[: len(cand.args)])
+    for name in required:
+        if name in given:
+            continue
+        guess = guess_value(name)
+        cand.kwargs[name] = guess[0] if guess else None
+        cand.assumed.append(f"assumed {name}={cand.kwargs[name]!r} ({guess[1] if guess else 'no value suggested by the code'})")  # fmt: skip
+
+
+def _torchvision_pipeline(files: dict[str, _PyFile]) -> str | None:
+    """'file:line' of a torchvision ``transforms.Compose`` with train augmentations, if any."""
+    for rel, f in files.items():
+        if f.tree is None:
+            continue
+        for call in _calls_to(f.tree, {"Compose"}):
+            inner = {_dotted(c.func).split(".")[-1] for c in ast.walk(call) if isinstance(c, ast.Call)}
+            if inner & {"RandomHorizontalFlip", "RandomCrop", "RandomAffine", "RandomErasing", "RandomRotation"}:
+                return f"{rel}:{call.lineno}"
+    return None
 
 
 def _aug_calls(files: dict[str, _PyFile], notebooks: dict[str, str]) -> list[SourceCall]:

@@ -7,13 +7,9 @@ child's work (the no-train path is dominated by importing torch twice).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import datetime
-import hashlib
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 import traceback
@@ -22,15 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, copy_output, read_output
 from grader.discover import Discovery, DiscoveryError, discover
 from grader.rubric import max_score
-from grader.sandbox import ChildResult, Limits, run_sandboxed
+from grader.sandbox import ChildResult, Limits, child_command, run_sandboxed
+from grader.workspace import (
+    copy_submission,
+    copyable_files,
+    fresh_copy,
+    sensitive_paths,
+    submission_hash,
+    transforms_spec,
+)
 
 RESULTS_SCHEMA = "s6-grader/results/1"
-COPY_SKIP_DIRS = {".git", ".venv", "venv", "env", "__pycache__", "node_modules", "wandb", "runs", "grade-out", ".ipynb_checkpoints"}  # fmt: skip
-COPY_MAX_FILE = 20 * 1024 * 1024  # data and checkpoints stay behind: the probe needs code
-COPY_MAX_TOTAL = 200 * 1024 * 1024
-PROBE_JSON_MAX = 20 * 1024 * 1024
+
+
+MAX_PROBE_CANDIDATES = 24  # classes x assumed constructor arguments the probe may try
 
 
 @dataclass
@@ -41,49 +45,16 @@ class GradeOptions:
     model: str | None = None
     model_kwargs: dict | None = None
     transforms: str | None = None
+    transforms_kwargs: dict | None = None
     data: Path | None = None  # image-folder tree
     data_dir: Path | None = None  # torchvision cache
     weights: Path | None = None  # evaluate a submitted checkpoint
     epochs: int | None = None
     isolation: str = "auto"
+    accept_unsandboxed: bool = False  # decide accuracy even where no filesystem sandbox works
     device: str | None = None
     extra_check_dirs: list[Path] = field(default_factory=list)
     progress: Any = None  # callable(stage: str, detail: str) for the terminal
-
-
-def submission_hash(root: Path, rubric: dict, files: list[Path] | None = None) -> str:
-    """Content hash of the submission's files (what the probe copies) and the rubric."""
-    h = hashlib.sha256(json.dumps(rubric, sort_keys=True, default=str).encode())
-    for path in sorted(files if files is not None else _copyable(root)):
-        rel = path.relative_to(root).as_posix()
-        h.update(rel.encode() + b"\0")
-        with open(path, "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
-    return h.hexdigest()[:16]
-
-
-def _copyable(root: Path) -> list[Path]:
-    out, total = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in COPY_SKIP_DIRS and not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            size = path.stat().st_size
-            if size > COPY_MAX_FILE or total + size > COPY_MAX_TOTAL:
-                continue
-            total += size
-            out.append(path)
-    return out
-
-
-def copy_submission(root: Path, dest: Path, files: list[Path] | None = None) -> None:
-    """A working copy for the child: code and small files only, no links out of the tree."""
-    for path in files if files is not None else _copyable(root):
-        target = dest / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
 
 
 def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dict:
@@ -93,16 +64,18 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
         first = disc.models[0]
         model = {
             "file": first.file,
+            # The top file's classes first, then the other files' (tried when none of the first builds).
             "candidates": [
-                {"class": c.cls, "args": c.args, "kwargs": c.kwargs} for c in disc.models if c.file == first.file
-            ],
+                {"file": c.file, "class": c.cls, "args": c.args, "kwargs": c.kwargs, "assumed": c.assumed}
+                for c in sorted(disc.models, key=lambda c: c.file != first.file)
+            ][:MAX_PROBE_CANDIDATES],
             "input_shape": list(course["input_shape"]),
             "num_classes": int(course["num_classes"]),
         }
     transforms = None
     if disc.transforms is not None:
         t = disc.transforms
-        transforms = {"file": t.file, "name": t.name, "kind": t.kind, "args": t.args, "kwargs": t.kwargs}
+        transforms = transforms_spec(t)
     cwd = copy_root / disc.assignment_dir if disc.assignment_dir else copy_root
     return {
         "root": str(copy_root),
@@ -116,52 +89,33 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
     }
 
 
-def run_probe(
-    disc: Discovery, root: Path, work: Path, rubric: dict, isolation: str, files: list[Path] | None = None
-) -> tuple[dict | None, ChildResult]:
-    copy_root = work / "submission"
-    out = work / "probe"
-    copy_root.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    copy_submission(root, copy_root, files)
-    for rel, source in disc.generated.items():
-        (copy_root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (copy_root / rel).write_text(source)
-    spec = probe_spec(disc, copy_root, out, rubric)
+def run_probe(disc: Discovery, snapshot: Path, work: Path, opts: GradeOptions) -> tuple[dict | None, ChildResult, Path]:
+    """The probe child on a fresh copy; returns its report (None when unreadable), the run, its outputs."""
+    copy_root = fresh_copy(snapshot, work, disc, "copy-")
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=work))  # a name the working copy cannot guess
+    spec = probe_spec(disc, copy_root, out, opts.rubric)
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    limits = rubric.get("limits", {})
+    limits = opts.rubric.get("limits", {})
+    seconds = float(limits.get("probe_seconds", 60))
     result = run_sandboxed(
-        [sys.executable, "-m", "grader.probe.child", str(spec_path)],
+        child_command("probe", spec_path),
         cwd=Path(spec["cwd"]),
         writable=[copy_root, out],
-        hidden=[p for p in _sensitive_paths(root)],
-        limits=Limits(
-            wall_s=float(limits.get("probe_seconds", 180)),
-            cpu_s=int(limits.get("probe_seconds", 180)) * 2,
-            memory_mb=int(limits.get("probe_memory_mb", 6144)),
-        ),
-        isolation=isolation,
+        forbidden=sensitive_paths(opts),
+        limits=Limits(wall_s=seconds, cpu_s=int(seconds) * 2, memory_mb=int(limits.get("probe_memory_mb", 6144))),
+        isolation=opts.isolation,
     )
-    probe_file = out / "probe.json"
     report = None
-    if probe_file.is_file() and probe_file.stat().st_size <= PROBE_JSON_MAX:
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            report = json.loads(probe_file.read_text())
-            if not isinstance(report, dict):
-                report = None
-    return report, result
-
-
-def _sensitive_paths(root: Path) -> list[Path]:
-    """What a child must never read: the data caches and the folder of other submissions."""
-    from grader.training.data import default_data_dir
-
-    paths = [default_data_dir()]
-    env = os.environ.get("S6_GRADER_HIDE")
-    if env:
-        paths += [Path(p) for p in env.split(os.pathsep) if p]
-    return paths
+    try:
+        report = json.loads(read_output(out, "probe.json", PROBE_OUTPUTS["probe.json"]))
+    except UnsafeOutput as exc:
+        result.notes.append(f"the probe's output {exc} (a file planted by the submission's code)")
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    if not isinstance(report, dict):
+        report = None
+    return report, result, out
 
 
 def grade(submission: Path, opts: GradeOptions) -> dict:
@@ -189,17 +143,23 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
     work = Path(tempfile.mkdtemp(prefix="s6-grade-"))
     try:
         say("discover", str(submission))
+        # One walk of the tree: the hash, and a snapshot by value (no links) that every later stage
+        # reads, so that a link in the submission cannot bring a file of this machine into the report.
+        files = copyable_files(submission)
+        results["submission"]["hash"] = submission_hash(submission, rubric, files)
+        snapshot = work / "snapshot"
+        copy_submission(submission, snapshot, files)
         try:
-            disc = discover(submission, opts.model, opts.model_kwargs, opts.transforms)
+            disc = discover(
+                snapshot, opts.model, opts.model_kwargs, opts.transforms, int(rubric["course"]["num_classes"])
+            )
         except DiscoveryError as exc:
             results["error"] = {"type": "discovery_failed", "message": str(exc)}
             return results
-        files = _copyable(submission)  # one walk of the tree serves the hash and the probe's copy
-        results["submission"]["hash"] = submission_hash(submission, rubric, files)
-        results["facts"]["discovery"] = disc.to_dict()
+        results["facts"]["discovery"] = disc.to_dict() | {"root": str(submission)}
         say("probe", "importing and tracing the model in the sandbox")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(run_probe, disc, submission, work, rubric, opts.isolation, files)
+            future = pool.submit(run_probe, disc, snapshot, work, opts)
             # Meanwhile: this process's own heavy imports (torch, albumentations, pytest, jinja2) run
             # in parallel with the child's work.
             import albumentations  # noqa: F401
@@ -208,16 +168,16 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             from grader.analyze import analyze_submission, collect_evidence, reanalyze_augmentations
             from grader.checks_runner import run_checks
 
-            probe, child = future.result()
+            probe, child, probe_out = future.result()
         results["timings"]["probe_s"] = round(child.wall_s, 2)
         say("analyze", "rebuilding the graph and deciding the rules")
-        facts = analyze_submission(submission, disc, probe, child, work, rubric)
+        facts = analyze_submission(snapshot, disc, probe, child, probe_out, rubric)
         results["output"] = ((probe or {}).get("captured_output") or "")[-20000:] + child.stdout[-4000:]
         if opts.train or opts.weights:
             say("train", "training job")
             from grader.training.job import run_training
 
-            facts.training = run_training(facts, disc, submission, work, opts, say)
+            facts.training = run_training(facts, disc, snapshot, work, opts, say)
             reanalyze_augmentations(facts)  # the fill is judged against the real data's mean
         else:
             facts.training_skipped = "not run: grading without training (--no-train); pass --train to train the model"
@@ -228,12 +188,13 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         checks = run_checks(facts, rubric, opts.extra_check_dirs)
         results["checks"] = [c.to_dict() for c in checks]
         results["score"] = round(sum(c.points for c in checks if not c.extra), 2)
+        results["max_score"] = sum(c.max_points for c in checks if not c.extra)
         results["bonus"] = round(sum(c.points for c in checks if c.extra), 2)
         results["facts"].update(_facts_json(facts))
         results["warnings"] = facts.warnings
         if facts.failure is not None:
             results["error"] = {k: facts.failure.get(k, "") for k in ("type", "message", "where")}
-        _keep_artifacts(work, opts.out_dir)
+        _keep_artifacts(probe_out, opts.out_dir, facts.warnings)
         results["facts"]["artifacts"] = str(opts.out_dir)
     except Exception as exc:  # the grader's own failure: still a result, typed
         results["error"] = {"type": "grader_error", "message": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}  # fmt: skip
@@ -243,13 +204,16 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
     return results
 
 
-def _keep_artifacts(work: Path, out_dir: Path) -> None:
-    """Copy the probe's inert outputs next to the report (graph, initial weights, summary)."""
+def _keep_artifacts(probe_out: Path, out_dir: Path, warnings: list[str]) -> None:
+    """Copy the probe's inert outputs next to the report (graph, initial weights, summary), by value."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("graph.json", "weights.safetensors", "summary.txt", "probe.json"):
-        src = work / "probe" / name
-        if src.is_file():
-            shutil.copyfile(src, out_dir / name)
+        try:
+            copy_output(probe_out, name, PROBE_OUTPUTS[name], out_dir / name)
+        except FileNotFoundError:
+            continue
+        except (UnsafeOutput, OSError) as exc:
+            warnings.append(f"the probe's output {exc}: not kept")
 
 
 def _facts_json(facts: Any) -> dict:
@@ -257,7 +221,9 @@ def _facts_json(facts: Any) -> dict:
     probe = facts.probe or {}
     model = next((c for c in probe.get("candidates", []) if c.get("chosen")), None)
     out["model"] = {
-        "file": (facts.discovery.models[0].file if facts.discovery and facts.discovery.models else None),
+        "file": (model or {}).get("file")
+        or (facts.discovery.models[0].file if facts.discovery and facts.discovery.models else None),
+        "assumed": (model or {}).get("assumed", []),
         "class": model["class"] if model else None,
         "candidates": probe.get("candidates", []),
     }
@@ -292,10 +258,9 @@ def _qa(facts: Any) -> dict:
     qa: dict[str, Any] = {}
     disc = facts.discovery
     if disc is not None and disc.models:
-        chosen = next(
-            (c["class"] for c in (facts.probe or {}).get("candidates", []) if c.get("chosen")), disc.models[0].cls
-        )
-        file = disc.models[0].file
+        picked = next((c for c in (facts.probe or {}).get("candidates", []) if c.get("chosen")), None)
+        chosen = picked["class"] if picked else disc.models[0].cls
+        file = (picked or {}).get("file") or disc.models[0].file
         path = facts.submission / file
         text = (
             disc.generated.get(file)

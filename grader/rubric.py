@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 from importlib import resources
 from pathlib import Path
@@ -36,19 +37,88 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_rubric(path: Path | None = None) -> dict[str, Any]:
-    """The default rubric, with ``path``'s values laid over it."""
+def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) -> dict[str, Any]:
+    """The default rubric, with ``path``'s values laid over it.
+
+    A course's own checks (``check_dirs``, and ``[course] checks`` in the rubric, relative to it) add
+    rules: their ids come from the ``@rule`` markers collected there, their points from the rubric
+    (the marker's value only when the rubric gives none). ``rubric["course"]["check_dirs"]`` lists
+    every folder of extra checks.
+    """
     rubric = tomllib.loads(default_rubric_text())
+    override: dict[str, Any] = {}
     if path is not None:
         try:
             override = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise RubricError(f"cannot read rubric {path}: {exc}") from exc
-        unknown = set(override.get("rules", {})) - set(RULE_IDS)
-        if unknown:
-            raise RubricError(f"rubric {path} names unknown rules: {', '.join(sorted(unknown))} (known: {', '.join(RULE_IDS)})")  # fmt: skip
-        rubric = _merge(rubric, override)
+    dirs = [Path(d).resolve() for d in check_dirs or []]
+    for entry in override.get("course", {}).get("checks", []):
+        folder = Path(entry) if Path(entry).is_absolute() else Path(path).resolve().parent / entry  # type: ignore[arg-type]
+        dirs.append(folder.resolve())
+    for folder in dirs:
+        if not folder.is_dir():
+            raise RubricError(f"the checks folder {folder} does not exist")
+    markers = collect_rule_markers(dirs)
+    unknown = set(override.get("rules", {})) - set(RULE_IDS) - set(markers)
+    if unknown:
+        raise RubricError(f"rubric {path} names unknown rules: {', '.join(sorted(unknown))} (known: {', '.join([*RULE_IDS, *markers])})")  # fmt: skip
+    _check_keys(override, rubric, path)
+    rubric = _merge(rubric, override)
+    for rule_id, points in markers.items():  # a course rule the rubric leaves out: the marker's points
+        rubric["rules"].setdefault(rule_id, {"points": points, "question": "course checks"})
+    rubric["course"]["check_dirs"] = [str(d) for d in dirs]
     return rubric
+
+
+RULE_KEYS = {"points", "question", "extra", "required", "visibility"}  # any rule may set these
+
+
+def _check_keys(override: dict, default: dict, path: Path | None) -> None:
+    """A misspelt key (``point = 5``) or an unknown table is an error naming it and the known ones."""
+    for table, value in override.items():
+        if table not in default:
+            raise RubricError(f"rubric {path}: unknown table [{table}] (known: {', '.join(default)})")
+        if table == "rules":
+            for rule_id, spec in value.items():
+                if rule_id not in default["rules"] or not isinstance(spec, dict):
+                    continue  # a course rule defines its own keys
+                _known(spec, default["rules"][rule_id], RULE_KEYS, f"[rules.{rule_id}]", path)
+        elif isinstance(value, dict):
+            _known(value, default[table], {"checks"} if table == "course" else set(), f"[{table}]", path)
+
+
+def _known(given: dict, default: dict, also: set[str], where: str, path: Path | None) -> None:
+    for key, value in given.items():
+        if key not in default and key not in also:
+            known = sorted(set(default) | also)
+            raise RubricError(f"rubric {path}: unknown key {key!r} in {where} (known: {', '.join(known)})")
+        if isinstance(value, dict) and isinstance(default.get(key), dict):
+            _known(value, default[key], set(), f"{where[:-1]}.{key}]", path)
+
+
+def collect_rule_markers(dirs: list[Path]) -> dict[str, int]:
+    """rule id -> the points its ``@rule(id, points=N)`` marker suggests, read from the files' AST.
+
+    A file that does not parse is left out here; running it gives that rule a typed error.
+    """
+    out: dict[str, int] = {}
+    for folder in dirs:
+        for file in sorted(Path(folder).glob("*.py")):
+            try:
+                tree = ast.parse(file.read_text())
+            except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.FunctionDef):
+                    continue
+                for deco in node.decorator_list:
+                    if isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", "")) == "rule" and deco.args:  # fmt: skip
+                        first = deco.args[0]
+                        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                            points = next((k.value.value for k in deco.keywords if k.arg == "points" and isinstance(k.value, ast.Constant)), 0)  # fmt: skip
+                            out.setdefault(first.value, int(points))
+    return out
 
 
 def max_score(rubric: dict) -> int:

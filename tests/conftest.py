@@ -12,6 +12,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from grading import Graded
+from layers import FILESYSTEM_LAYERS, require
+
+
+@pytest.fixture(params=FILESYSTEM_LAYERS)
+def layer(request: pytest.FixtureRequest) -> str:
+    """Each filesystem sandbox layer in turn (bubblewrap with Landlock inside, Landlock alone)."""
+    require(request.param)
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ hang the grader.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from fixtures.submissions import LAYOUTS, MUTATIONS
-from grading import by_id
+from grading import by_id, run_grade
 
 RULES_FAILING = {name: m for name, m in MUTATIONS.items() if m.fails}
 BROKEN = {name: m for name, m in MUTATIONS.items() if m.error}
@@ -135,3 +137,104 @@ def test_a_notebook_run_out_of_order_is_said(tmp_path):
     (sub / "S6.ipynb").write_text(json.dumps(nb))
     _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
     assert any("S6.ipynb" in w and "cell 2 ran before cell 1" in w for w in results["warnings"]), results["warnings"]
+
+
+def _chosen(results: dict) -> dict:
+    return next(c for c in results["facts"]["model"]["candidates"] if c.get("chosen"))
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("call_site_variable", [10], {}),
+        ("config_dict", [10], {"dropout": 0.05}),
+        ("argparse_default", [10], {}),
+    ],
+)
+def test_constructor_values_are_resolved_through_the_source(graded, name, args, kwargs):
+    _, results, _ = graded[name]
+    chosen = _chosen(results)
+    assert (chosen["args"], chosen["kwargs"]) == (args, kwargs)
+    assert results["facts"]["model"]["assumed"] == []  # taken from the code, not assumed
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "why"),
+    [
+        ("unused_required_arg", {"norm_type": "BN"}, "listed in its annotation"),
+        ("literal_compared_arg", {"norm": "bn"}, "compared at line 10"),
+    ],
+)
+def test_a_required_argument_nobody_passes_is_assumed_and_said(graded, name, kwargs, why):
+    _, results, out = graded[name]
+    assert _chosen(results)["kwargs"] == kwargs
+    assumed = results["facts"]["model"]["assumed"]
+    assert len(assumed) == 1 and why in assumed[0], assumed
+    assert why in out  # the terminal says what was assumed
+
+
+def test_model_kwargs_apply_to_the_discovered_class_without_model(tmp_path):
+    from fixtures.submissions import build
+
+    sub = build("unused_required_arg", tmp_path / "sub")
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train", "--model-kwargs", '{"norm_type": "LN"}')
+    assert _chosen(results)["kwargs"] == {"norm_type": "LN"}
+    assert results["facts"]["model"]["assumed"] == []
+
+
+def test_a_model_in_the_second_file_is_found_and_the_first_file_named(graded):
+    _, results, _ = graded["model_in_second_file"]
+    assert results["facts"]["model"]["file"] == "network/s6.py"
+    tried = {c["class"]: c for c in results["facts"]["model"]["candidates"]}
+    assert tried["OldNet"].get("error") and tried["OldNet"]["file"] == "model.py"
+
+
+def test_a_pipeline_in_a_class_with_arguments_is_built_as_the_training_code_does(graded):
+    _, results, _ = graded["pipeline_class_with_args"]
+    assert results["facts"]["transforms"]["site"] == "transforms.py:Transforms()"
+    assert by_id(results)["augmentations"]["status"] == "passed"
+
+
+def test_a_pipeline_at_the_top_of_a_script_is_built_without_running_the_script(graded):
+    _, results, _ = graded["pipeline_in_script"]
+    assert by_id(results)["augmentations"]["status"] == "passed", by_id(results)["augmentations"]["message"]
+    assert results["facts"]["transforms"]["site"] == "train.py:train_transforms"
+    assert "training must never run" not in results["output"]
+    assert "OneCycleLR" not in results["output"]
+
+
+def test_two_session_folders_take_every_piece_from_this_assignment(graded):
+    _, results, out = graded["two_sessions"]
+    facts = results["facts"]
+    assert facts["discovery"]["assignment_dir"] == "S6"
+    assert facts["model"]["file"] == "S6/model.py" and facts["model"]["class"] == "Net"
+    assert facts["transforms"]["site"].startswith("S6/")
+    assert by_id(results)["readme"]["status"] == "passed", by_id(results)["readme"]["message"]
+    assert "graded: S6/" in out
+
+
+def test_a_torchvision_pipeline_is_named_as_such(tmp_path):
+    from fixtures.submissions import build
+
+    sub = build("torchvision_pipeline", tmp_path / "sub")
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
+    aug = by_id(results)["augmentations"]
+    assert aug["status"] == "error" and "torchvision" in aug["message"]
+    assert by_id(results)["architecture"]["status"] == "passed"
+
+
+def test_a_pipeline_the_grader_cannot_build_is_its_limitation_with_the_pin(tmp_path):
+    from fixtures.submissions import BASE
+
+    sub = tmp_path / "sub"
+    shutil.copytree(BASE, sub)
+    text = (sub / "transforms.py").read_text().replace("train_transforms = A.Compose(", "def get_train(size):\n    return A.Compose(")  # fmt: skip
+    text = text.replace(
+        "        A.HorizontalFlip(),", "        A.Resize(size[0], size[1]),\n        A.HorizontalFlip(),"
+    )
+    (sub / "transforms.py").write_text(text.replace("\n    ]\n)", "\n    ]\n    )"))
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
+    aug = by_id(results)["augmentations"]
+    assert aug["status"] == "error", aug
+    assert "--transforms transforms.py:get_train --transforms-kwargs" in aug["message"]
+    assert "transforms.py:" in aug["message"] and "_s6_pipeline_" not in aug["message"]

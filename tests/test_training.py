@@ -129,3 +129,14 @@ def test_the_student_code_cannot_read_the_test_split(data, tmp_path):
     assert results["error"] is None, results["error"]  # the probe could not read it either
     training = results["facts"]["training"]
     assert training["error"] is None and training["epochs_run"] == 1, (training["error"], out)
+
+
+def test_the_same_submission_trains_to_the_same_figures(data, tmp_path):
+    """Reproducible on the CPU: every generator is seeded (init, data order, workers, albumentations)."""
+    runs = []
+    for i in range(2):
+        _, results, out = run_grade(BASE, tmp_path / f"out{i}", "--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=2))  # fmt: skip
+        epochs = results["facts"]["training"]["epochs"]
+        assert len(epochs) == 2, out[-1500:]
+        runs.append([{k: e[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr")} for e in epochs])
+    assert runs[0] == runs[1]

@@ -21,8 +21,9 @@ from grader.rubric import max_score
 
 CLASS_SCHEMA = "s6-grader/batch/1"
 HISTOGRAM_BINS = 10
-FIXED_COLUMNS = ["student", "status", "score", "max_score", "bonus", "total", "error_type"]
+FIXED_COLUMNS = ["student", "status", "score", "max_score", "bonus", "total", "error_type", "mode", "decided_max", "problems"]  # fmt: skip
 TAIL_COLUMNS = ["arch_group", "content_hash", "source"]
+QUESTIONS = ("model code", "torchsummary output", "albumentations code", "training log", "README")
 
 
 @dataclass
@@ -70,6 +71,7 @@ def _rules(rubric: dict, results: list[dict]) -> list[dict]:
                 "title": titles.get(rule_id, rule_id.replace("_", " ")),
                 "max_points": int(rule.get("points", check.get("max_points", 0))),
                 "extra": bool(rule.get("extra", check.get("extra", False))),
+                "question": str(rule.get("question", check.get("question", ""))),
             }
         )
     return out
@@ -97,16 +99,26 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
     error = results.get("error") or {}
     score = float(results.get("score", 0) or 0)
     bonus = float(results.get("bonus", 0) or 0)
+    decided = [c for c in checks.values() if c.get("status") != "skipped" and not c.get("extra")]
+    problems = [f"{c['id']}: {_short(c.get('message', ''))}" for c in checks.values() if c.get("status") in ("failed", "error") and not c.get("extra")]  # fmt: skip
+    questions = {q: sum(c.get("points", 0) for c in checks.values() if c.get("question") == q) for q in QUESTIONS}
     return {
         "student": entry.student,
         "status": status_of(results),
+        "mode": _mode(results),
+        "decided_max": sum(c.get("max_points", 0) for c in decided),
+        "problems": "; ".join(problems),
+        "questions": questions,
         "score": score,
         "max_score": results.get("max_score"),
         "bonus": bonus,
         "total": score + bonus,
         "error_type": error.get("type", ""),
         "error_message": error.get("message", ""),
-        "rules": {r["id"]: checks[r["id"]].get("points", 0) for r in rules if r["id"] in checks},
+        # A rule not decided in this run is blank, not 0.
+        "rules": {
+            r["id"]: c.get("points", 0) for r in rules if (c := checks.get(r["id"])) and c.get("status") != "skipped"
+        },
         "statuses": {r["id"]: checks[r["id"]].get("status", "") for r in rules if r["id"] in checks},
         "arch_group": group,
         "content_hash": (results.get("submission") or {}).get("hash") or "",
@@ -116,15 +128,35 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
 
 
 def grades_csv(table: ClassTable) -> str:
-    """The gradebook: one row per student, per-rule points, total, status, error type."""
+    """The gradebook: one row per student; per rule its points (blank when not decided) and its
+    status (passed/failed/error/skipped); per question of the assignment its total; the mode, the
+    maximum of the rules decided, and the failing rules with a short reason."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FIXED_COLUMNS + [rule_column(r["id"]) for r in table.rules] + TAIL_COLUMNS)
+    per_rule_header = [h for r in table.rules for h in (rule_column(r["id"]), status_column(r["id"]))]
+    writer.writerow(FIXED_COLUMNS + [f"q:{q}" for q in QUESTIONS] + per_rule_header + TAIL_COLUMNS)
     for row in table.rows:
         fixed = [_fmt(row.get(c, "")) for c in FIXED_COLUMNS]
-        per_rule = [_fmt(row["rules"].get(r["id"], "")) for r in table.rules]
-        writer.writerow(fixed + per_rule + [_fmt(row.get(c, "")) for c in TAIL_COLUMNS])
+        questions = [_fmt((row.get("questions") or {}).get(q, "")) for q in QUESTIONS]
+        per_rule = [v for r in table.rules for v in (_fmt(row["rules"].get(r["id"], "")), row["statuses"].get(r["id"], ""))]  # fmt: skip
+        writer.writerow(fixed + questions + per_rule + [_fmt(row.get(c, "")) for c in TAIL_COLUMNS])
     return buffer.getvalue()
+
+
+def status_column(rule_id: str) -> str:
+    return f"status:{rule_id}"
+
+
+def _mode(results: dict) -> str:
+    training = (results.get("facts") or {}).get("training") or {}
+    if training.get("source") == "checkpoint accuracy":
+        return "checkpoint"
+    return "trained" if training else "no-train"
+
+
+def _short(message: str, limit: int = 80) -> str:
+    first = message.split(". ")[0].strip()
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def rule_column(rule_id: str) -> str:

@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grading = p.add_argument_group("passed to every grading")
     grading.add_argument("--rubric", type=Path, help="a rubric TOML (see grade --print-rubric)")
-    grading.add_argument("--isolation", choices=["auto", "bubblewrap", "plain"], help="sandbox for the students' code")
+    grading.add_argument("--isolation", choices=["auto", "bubblewrap", "landlock", "plain"], help="sandbox for the students' code (default: the strongest that works here)")  # fmt: skip
+    grading.add_argument("--overrides", type=Path, metavar="FILE", help="per-student model/transforms/folder pins (TOML or CSV; see grader/batch/overrides.py)")  # fmt: skip
+    grading.add_argument("--checks", type=Path, action="append", metavar="DIR", help="a folder of the course's own checks; may repeat")  # fmt: skip
+    grading.add_argument("--accept-unsandboxed", action="store_true", help="decide accuracy even where no filesystem sandbox works")  # fmt: skip
     grading.add_argument("--data", type=Path, help="image-folder tree DIR/{train,test}/<class>/* for training")
     grading.add_argument("--data-dir", type=Path, help="torchvision's CIFAR-10 cache")
     grading.add_argument("--epochs", type=int, help="planned epochs (within the rubric's cap)")
@@ -122,6 +125,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from grader.batch.engines import EngineError, make_engine, parse_gpus
     from grader.batch.inputs import InputError, read_input
+    from grader.batch.overrides import OverridesError, load_overrides
     from grader.batch.run import Batch, BatchOptions
     from grader.batch.store import BatchLocked, Store
     from grader.rubric import RubricError, load_rubric
@@ -132,11 +136,15 @@ def main(argv: list[str]) -> int:
     if args.timeout <= 0 or args.train_timeout <= 0:
         parser.error("timeouts must be positive")
     try:
-        rubric = load_rubric(args.rubric)
+        rubric = load_rubric(args.rubric, args.checks)
+        overrides = load_overrides(args.overrides) if args.overrides else {}
         entries = read_input(args.input, exclude=args.out)
         gpus = parse_gpus(args.gpus if args.gpus is not None else ("all" if args.train else None))
-    except (RubricError, InputError, EngineError) as exc:
+    except (RubricError, InputError, EngineError, OverridesError) as exc:
         parser.error(str(exc))
+    unknown = sorted(set(overrides) - {e.student for e in entries})
+    if unknown:
+        parser.error(f"--overrides names students that are not in the input: {', '.join(unknown)}")
     if not entries:
         parser.error(f"no submissions in {args.input} (sub-folders, .zip files, or CSV rows)")
     train = args.train if args.train is not None else bool(parse_gpus("all"))
@@ -161,6 +169,7 @@ def main(argv: list[str]) -> int:
         max_edits=args.similar_edits,
         quiet=args.quiet,
         launch=args.launch,
+        overrides=overrides,
     )
     engine = None
     try:
@@ -219,4 +228,8 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
     ):
         if value is not None:
             out += [flag, str(value.resolve()) if isinstance(value, Path) else str(value)]
+    if args.accept_unsandboxed:
+        out.append("--accept-unsandboxed")
+    for folder in args.checks or []:
+        out += ["--checks", str(folder.resolve())]
     return out

@@ -87,11 +87,11 @@ class RayEngine:
 
 def pack(source: Path) -> bytes:
     """The submission's code as a zip under one top folder named like the submission (for the report)."""
-    from grader.pipeline import _copyable
+    from grader.workspace import copyable_files
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for path in sorted(_copyable(source)):
+        for path in sorted(copyable_files(source)):
             archive.write(path, f"{source.name}/{path.relative_to(source).as_posix()}")
     return buffer.getvalue()
 

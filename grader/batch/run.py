@@ -3,7 +3,7 @@
 Per student (in a thread; the work itself runs in the engine's processes)::
 
     prepare   folder: as is; zip: safe unzip; git: shallow clone  -> typed unzip_failed / clone_failed
-    key       content hash of the submission and the rubric (grader.pipeline.submission_hash), the mode
+    key       content hash of the submission and the rubric (grader.workspace.submission_hash), the mode
               (train or not) and the grader version; equal to the committed done.json's -> skipped
     grade     one ``python -m grader`` process (with GPUs and --train: a CPU probe first, then the
               training on a GPU slot, so that broken submissions never wait for a GPU)
@@ -29,12 +29,13 @@ from grader.batch.classout import ClassTable, write_class_outputs
 from grader.batch.engines import Engine
 from grader.batch.git import CloneError, clone, head_commit
 from grader.batch.inputs import Entry
+from grader.batch.overrides import grade_args as override_args
 from grader.batch.progress import ClassProgress
 from grader.batch.results import RETRY_ERRORS, error_results, now, status_of
 from grader.batch.runner import Unit, UnitOutput
 from grader.batch.store import Store
 from grader.batch.unzip import UnzipError, safe_unzip
-from grader.pipeline import submission_hash
+from grader.workspace import submission_hash
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BatchOptions:
     max_edits: int = 2
     quiet: bool = False
     launch: str = "fork"
+    overrides: dict[str, dict] = field(default_factory=dict)  # student -> model, transforms, folder...
 
 
 @dataclass
@@ -148,7 +150,16 @@ class Batch:
             results = error_results(entry.student, {"type": exc.kind, "message": exc.message}, self.rubric, exc.key)
             self._commit(entry, results, None, {}, f"{exc.kind}: {exc.message}\n", key, started, retry=key is None)
             return Outcome(entry.student, "graded", "error", 0.0, exc.kind, time.monotonic() - started)
-        content_hash = submission_hash(prepared.root, self.rubric)
+        override = self.opts.overrides.get(entry.student, {})
+        if override.get("folder"):
+            folder = (prepared.root / str(override["folder"])).resolve()
+            if not folder.is_dir() or not folder.is_relative_to(prepared.root.resolve()):
+                error = {"type": "bad_override", "message": f"the override folder {override['folder']!r} is not a folder of the submission"}  # fmt: skip
+                results = error_results(entry.student, error, self.rubric, None)
+                self._commit(entry, results, None, {}, error["message"] + "\n", None, started, retry=True)
+                return Outcome(entry.student, "graded", "error", 0.0, "bad_override", time.monotonic() - started)
+            prepared = dataclasses.replace(prepared, root=folder)
+        content_hash = submission_hash(prepared.root, self.rubric | ({"overrides": override} if override else {}))
         key = f"{content_hash}/{self.mode}/{__version__}"
         if self._is_done(entry.student, key):
             return self._skipped(entry.student)
@@ -204,7 +215,7 @@ class Batch:
             timeout_s=self.opts.timeout_s,
             memory_mb=self.opts.memory_mb,
             threads=self.opts.threads_per_job,
-            grade_args=list(self.opts.grade_args),
+            grade_args=list(self.opts.grade_args) + override_args(self.opts.overrides.get(entry.student, {})),
             hide=list(self.opts.hide),
             launch=self.opts.launch,
         )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.batch import forkrun
+from grader.boundary import UnsafeOutput, read_output
 
 # The files of the grader's --out folder the batch keeps (the initial weights only where they exist).
 KEEP = ("results.json", "report.html", "graph.json", "probe.json", "summary.txt", "weights.safetensors")
@@ -175,11 +176,13 @@ def _env(unit: Unit) -> dict[str, str]:
 
 
 def _collect(out: Path) -> dict[str, bytes]:
+    """The grading's kept files, by value: links, non-files and oversized files are left behind."""
     files = {}
     for name in KEEP:
-        path = out / name
-        if path.is_file() and not path.is_symlink() and path.stat().st_size <= KEEP_MAX_BYTES:
-            files[name] = path.read_bytes()
+        try:
+            files[name] = read_output(out, name, KEEP_MAX_BYTES)
+        except (OSError, UnsafeOutput):
+            continue
     return files
 
 

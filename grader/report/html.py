@@ -28,6 +28,13 @@ def _num(value: object) -> str:
 
 def render_report(results: dict, training_html: str = "", evidence_html: str = "") -> str:
     template = environment().get_template("report.html.j2")
+    from grader.report.graded import student_view, what_was_graded
+
+    results = student_view(results)
     return template.render(
-        r=results, f=results.get("facts", {}), training_html=training_html, evidence_html=evidence_html
+        r=results,
+        f=results.get("facts", {}),
+        graded=what_was_graded(results),
+        training_html=training_html,
+        evidence_html=evidence_html,
     )

@@ -6,13 +6,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from grader.report.graded import student_view, what_was_graded
+
 MARKS = {"passed": ("✓", "green"), "failed": ("✗", "red"), "skipped": ("-", "yellow"), "error": ("!", "magenta")}
 
 
 def print_summary(results: dict, console: Console | None = None, files: list[str] | None = None) -> None:
     console = console or Console()
+    results = student_view(results)
     sub = results.get("submission", {})
     console.print(f"[bold]s6-grader[/bold] {results.get('grader_version', '')}  {sub.get('path', '')}")
+    rows = what_was_graded(results)
+    console.print(
+        "graded: " + rows[0][1] + "  " + "  ".join(f"[dim]{k}[/dim] {v}" for k, v in rows[1:]), highlight=False
+    )
     err = results.get("error")
     if err and not results.get("checks"):
         console.print(f"[red]could not grade[/red]: {err['type']}: {err['message']}")
@@ -48,6 +55,9 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
     console.print(score)
     if err:
         console.print(f"[magenta]submission error[/magenta]: {err['type']}: {err['message']}" + (f" ({err['where']})" if err.get("where") else ""))  # fmt: skip
+    sandbox = (results.get("facts") or {}).get("sandbox") or {}
+    if sandbox.get("summary"):
+        console.print(f"[dim]sandbox: {sandbox['summary']}[/dim]")
     for warning in results.get("warnings", [])[:8]:
         console.print(f"[yellow]warning[/yellow]: {warning}")
     for f in files or []:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from grader.boundary import TRAIN_OUTPUTS, UnsafeOutput, read_output
 from grader.graph import GraphError
-from grader.sandbox import Limits, run_sandboxed
+from grader.sandbox import Limits, child_command, run_sandboxed
+from grader.sandbox.layers import describe as describe_layers
 from grader.training import recipe
-from grader.training.data import DataUnavailable, Split, default_data_dir, load_split
+from grader.training.data import DataUnavailable, Split, load_split
 from grader.training.evaluate import (
     evaluate,
     load_checkpoint,
@@ -34,6 +35,7 @@ from grader.training.evaluate import (
     preprocess,
 )
 from grader.training.plots import curves_png, misclassified_png
+from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 TUNABLE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction")
 
@@ -76,16 +78,27 @@ class _Watcher:
         self.job = job
         self.seen = 0
 
-    def __call__(self) -> bool:
+    def __call__(self, final: bool = False) -> bool:
+        """Evaluate every complete new epoch; True to stop the child. A link where an epoch's file
+        belongs is waited on while the child runs (it writes by rename), and refused at the end."""
         job = self.job
-        while True:
+        while self.seen < int(job.hyp["epochs"]):  # files past the planned epochs are not the child's
             name = f"epoch_{self.seen + 1:03d}"
-            weights = job.out / f"{name}.safetensors"
-            stats = job.out / f"{name}.json"
-            if not (weights.is_file() and stats.is_file()):
+            try:  # the stats are written after the weights: both there means the epoch is complete
+                stats = json.loads(read_output(job.out, f"{name}.json", TRAIN_OUTPUTS["epoch.json"]))
+                weights = read_output(job.out, f"{name}.safetensors", TRAIN_OUTPUTS["epoch.safetensors"])
+            except FileNotFoundError:
                 break
+            except UnsafeOutput as exc:
+                if not final:
+                    break
+                job.error = {"type": "unsafe_output", "message": f"the training child's output {exc}"}
+                return True
+            except ValueError as exc:
+                job.error = {"type": "unsafe_output", "message": f"the training child's output {name}.json: {exc}"}
+                return True
             self.seen += 1
-            if job.evaluate_epoch(self.seen, weights, json.loads(stats.read_text())):
+            if job.evaluate_epoch(self.seen, weights, stats if isinstance(stats, dict) else {}):
                 return True
         job.show_progress()
         return False
@@ -101,7 +114,7 @@ class TrainingJob:
         self.error: dict | None = None
         self.start = time.monotonic()
         self.reached: dict | None = None
-        self.last_weights: Path | None = None
+        self.last_weights: bytes | None = None
         self.console = _console()
         self.device = pick_device(opts.device)
 
@@ -120,18 +133,18 @@ class TrainingJob:
         batch = 500 if self.graph.batch_dynamic else 2
         return evaluate(model, self.x_test, self.y_test, self.device, batch, self.probabilities)
 
-    def evaluate_epoch(self, epoch: int, weights_file: Path, stats: dict) -> bool:
-        from safetensors.torch import load_file
+    def evaluate_epoch(self, epoch: int, weights: bytes, stats: dict) -> bool:
+        from safetensors.torch import load
 
         try:
-            result = self.evaluate_weights(load_file(str(weights_file)))
+            result = self.evaluate_weights(load(weights))
         except GraphError as exc:
             self.error = {"type": exc.kind, "message": f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)"}  # fmt: skip
             return True
         except Exception as exc:
             self.error = {"type": "evaluation_failed", "message": f"epoch {epoch}: {type(exc).__name__}: {exc}"}
             return True
-        self.last_weights = weights_file
+        self.last_weights = weights
         self.predictions = result.predictions
         row = {
             "epoch": epoch,
@@ -162,8 +175,9 @@ class TrainingJob:
 
     def show_progress(self) -> None:
         try:
-            p = json.loads((self.out / "progress.json").read_text())
-        except (OSError, ValueError):
+            p = json.loads(read_output(self.out, "progress.json", TRAIN_OUTPUTS["progress.json"]))
+            p = p if isinstance(p, dict) else {}
+        except (OSError, ValueError, UnsafeOutput):
             return
         done = len(self.epochs)
         per_epoch = (time.monotonic() - self.start) / max(1, done) if done else None
@@ -175,19 +189,15 @@ class TrainingJob:
         self.console.print(line, end="\r")
 
     # ---- the run ---------------------------------------------------------------------------------------
-    def train(self, train: Split) -> Any:
-        data_dir = self.work / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
+    def train(self, train: Split, snapshot: Path) -> Any:
+        data_dir = Path(tempfile.mkdtemp(prefix="train-data-", dir=self.work))  # the TRAIN split only
         np.save(data_dir / "train_images.npy", train.images)
         np.save(data_dir / "train_labels.npy", train.labels)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = Path(tempfile.mkdtemp(prefix="train-out-", dir=self.work))
         model = next(c for c in self.facts.probe["candidates"] if c.get("chosen"))
-        spec_model = {"file": self.disc.models[0].file, "class": model["class"], "args": model["args"], "kwargs": model["kwargs"]}  # fmt: skip
-        transforms = None
-        if self.disc.transforms is not None:
-            t = self.disc.transforms
-            transforms = {"file": t.file, "name": t.name, "kind": t.kind, "args": t.args, "kwargs": t.kwargs}
-        copy_root = self.work / "submission"
+        spec_model = {"file": model.get("file") or self.disc.models[0].file, "class": model["class"], "args": model["args"], "kwargs": model["kwargs"]}  # fmt: skip
+        transforms = transforms_spec(self.disc.transforms) if self.disc.transforms is not None else None
+        copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
         cuda = self.device.type == "cuda"
         self.hyp["workers"] = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 1
         spec = {
@@ -208,18 +218,14 @@ class TrainingJob:
         spec_path = self.out / "spec.json"
         spec_path.write_text(json.dumps(spec))
         limits = self.opts.rubric.get("limits", {})
-        hidden = [default_data_dir()]
-        for p in (self.opts.data, self.opts.data_dir):
-            if p is not None:
-                hidden.append(Path(p).resolve())
         self.start = time.monotonic()
         watcher = _Watcher(self)
         child = run_sandboxed(
-            [sys.executable, "-m", "grader.training.child", str(spec_path)],
+            child_command("train", spec_path),
             cwd=Path(spec["cwd"]),
             writable=[copy_root, self.out],
             readable=[data_dir],
-            hidden=hidden,
+            forbidden=sensitive_paths(self.opts),
             limits=Limits(
                 wall_s=float(limits.get("train_seconds", 7200)),
                 cpu_s=10**7,
@@ -232,9 +238,9 @@ class TrainingJob:
         if self.console.is_terminal:
             self.console.print(" " * 80, end="\r")
         if not child.stopped:
-            watcher()  # epochs written just before the child ended
+            watcher(final=True)  # epochs written just before the child ended
         if self.error is None:
-            status = _read_json(self.out / "status.json")
+            status = _read_json(self.out, "status.json")
             if status.get("error"):
                 self.error = status["error"]
             elif child.failure() and not self.epochs:
@@ -246,11 +252,11 @@ class TrainingJob:
         return child
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(folder: Path, name: str) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_output(folder, name, TRAIN_OUTPUTS[name]))
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, UnsafeOutput):
         return {}
 
 
@@ -260,10 +266,28 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
+def unsandboxed_refusal(facts: Any, opts: Any) -> str | None:
+    """Why accuracy must not be decided here: no filesystem layer hid the test split from the code."""
+    from grader.sandbox import choose_layer
+
+    probe_layer = (facts.sandbox or {}).get("isolation")
+    train_layer = choose_layer(opts.isolation) if not opts.weights else probe_layer
+    if "plain" not in (probe_layer, train_layer) or opts.accept_unsandboxed:
+        return None
+    return (
+        "not decided: no filesystem sandbox (bubblewrap or Landlock) works on this machine, so the submission's "
+        "code could have read the test split; pass --accept-unsandboxed to decide it anyway"
+    )
+
+
 def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any, say: Any) -> dict | None:
     """Train (or evaluate ``opts.weights``) and return the training facts; None when it cannot run."""
     if facts.graph is None:
         facts.training_skipped = "not run: the model could not be analysed, so there is nothing to train"
+        return None
+    refusal = unsandboxed_refusal(facts, opts)
+    if refusal:
+        facts.training_skipped = refusal
         return None
     job = TrainingJob(facts, disc, work, opts, say)
     try:
@@ -297,7 +321,8 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         minutes = len(train) / 50000 * 2.5
         job.console.print(f"[yellow]training on the CPU[/yellow]: about {minutes:.1f} minutes per epoch for a 200k-parameter model on 2 cores; up to {job.hyp['epochs']} epochs")  # fmt: skip
     say("train", f"{len(train)} training images, up to {job.hyp['epochs']} epochs on {job.device}")
-    job.train(train)
+    child = job.train(train, submission)
+    result["sandbox"] = child.layers | {"summary": describe_layers(child.layers)}
     result["epochs"] = job.epochs
     result["epochs_run"] = len(job.epochs)
     result["error"] = job.error
@@ -315,7 +340,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         result["misclassified_png"] = misclassified_png(test.images, test.labels, job.predictions, test.classes)
         if job.last_weights is not None:
             opts.out_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(job.last_weights, opts.out_dir / "trained.safetensors")
+            (opts.out_dir / "trained.safetensors").write_bytes(job.last_weights)
             result["weights_file"] = str(opts.out_dir / "trained.safetensors")
         (opts.out_dir / "training_log.json").write_text(json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1))  # fmt: skip
     return result

@@ -13,6 +13,7 @@ student's own albumentations train transforms, applied in DataLoader worker proc
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,27 @@ def to_model_input(out: object) -> torch.Tensor:
     if t.dtype == torch.uint8:
         return t.float().div_(255.0)
     return t.float()
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators: the model's initialisation and the data order."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def seed_transform(transform: Callable | None, seed: int) -> None:
+    """albumentations 2.x draws from generators of its own, seeded from the OS unless told."""
+    setter = getattr(transform, "set_random_seed", None)
+    if callable(setter):
+        setter(seed % 2**32)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker's seed is the loader generator's base seed + its id: fixed by hyp["seed"].
+    info = torch.utils.data.get_worker_info()
+    seed_everything(info.seed % 2**32)
+    seed_transform(info.dataset.transform, info.seed)
 
 
 class AugmentedImages(torch.utils.data.Dataset):
@@ -117,8 +139,8 @@ def train(
     The caller stops iterating to stop training (early stop once the trusted side has seen the
     target). ``outputs_are_probabilities``: the model ends in softmax, so the loss takes their log.
     """
-    torch.manual_seed(int(hyp["seed"]))
-    np.random.seed(int(hyp["seed"]))
+    seed_everything(int(hyp["seed"]))
+    seed_transform(transform, int(hyp["seed"]))  # used as is when there are no workers
     cuda = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         AugmentedImages(images, labels, transform),
@@ -129,6 +151,7 @@ def train(
         pin_memory=cuda,
         persistent_workers=int(hyp["workers"]) > 0,
         generator=torch.Generator().manual_seed(int(hyp["seed"])),
+        worker_init_fn=_seed_worker,
     )
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, hyp)

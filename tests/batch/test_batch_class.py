@@ -57,6 +57,19 @@ def test_gradebook_rows(graded_class: GradedClass) -> None:
     assert len(header) == len(set(header))
 
 
+def test_the_gradebook_tells_not_run_from_failed_from_broken(graded_class: GradedClass) -> None:
+    """Per rule a status beside the points; undecided rules blank; mode, decided maximum, questions, problems."""
+    table = rows(graded_class.out)
+    good, maxpool, broken = table["good"], table["maxpool"], table["broken"]
+    assert good["status:accuracy"] == "skipped" and good["rule:accuracy"] == ""  # --no-train: not 0
+    assert good["mode"] == "no-train" and good["decided_max"] == str(700 - 100)
+    assert maxpool["status:no_maxpool"] == "failed" and maxpool["rule:no_maxpool"] == "0"
+    assert maxpool["problems"].startswith("no_maxpool: ")
+    assert broken["status:architecture"] == "error"
+    assert good["q:model code"] == "125" and good["q:albumentations code"] == "125"
+    assert good["problems"] == ""
+
+
 def test_typed_errors_and_logs(graded_class: GradedClass) -> None:
     out = graded_class.out
     hanging = json.loads((out / "hanging" / "results.json").read_text())

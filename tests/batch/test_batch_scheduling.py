@@ -152,6 +152,6 @@ def test_a_grader_that_writes_no_results_is_a_typed_crash(tmp_path: Path, launch
 
     output = run_unit(Unit("ann", tmp_path / "missing", timeout_s=120, launch=launch), tmp_path)
     assert output.returncode == 2 and output.files == {}
-    assert output.error["type"] == "crash" and "is not a folder" in output.log
+    assert output.error["type"] == "crash" and "does not exist" in output.log
     assert f"started by {launch}" in output.log
     assert list(tmp_path.iterdir()) == []  # its scratch folder is gone

@@ -13,8 +13,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import pytest
 import torch
 
+from grader.child.graph_export import export_model
 from grader.graph import LoadedGraph, load_graph
-from grader.probe.graph_export import export_model
 
 HERE = Path(__file__).parent
 

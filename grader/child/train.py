@@ -1,4 +1,4 @@
-"""The training child: runs INSIDE the sandbox. ``python -m grader.training.child SPEC``.
+"""The training child: runs INSIDE the sandbox. ``grader.child.main`` with ``train SPEC``.
 
 It builds the student's model and train transforms (as the probe did), trains with the grader's
 recipe on the TRAIN split only (an .npy file the trusted side wrote; the test split is never here),
@@ -10,16 +10,15 @@ parent evaluates each epoch's weights itself and stops this process once the tar
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from grader.boundary import write_output
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_output(path.parent, path.name, data)
 
 
 def main(spec_path: str) -> int:
@@ -33,20 +32,23 @@ def main(spec_path: str) -> int:
         _write_atomic(out / "status.json", json.dumps(status).encode())
         return 0
 
-    from grader.probe.child import import_file, resolve_transforms, setup_runtime, typed_error
+    from grader.child.probe import import_file, resolve_transforms, setup_runtime, typed_error
 
     setup_runtime(spec, root)
     import numpy as np
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from grader.training import recipe
 
     modules: dict[str, Any] = {}
+    seed = int(spec["hyp"].get("seed", 0))
     try:
+        recipe.seed_everything(seed)  # whatever the module draws at import is the same every run
         module = import_file(root / spec["model"]["file"], root)
         modules[spec["model"]["file"]] = module
         cls = getattr(module, spec["model"]["class"])
+        recipe.seed_everything(seed)  # the initial weights do not depend on what the import drew
         model = cls(*spec["model"].get("args", []), **spec["model"].get("kwargs", {}))
     except BaseException as exc:
         return fail(typed_error(exc, root, "building the model"))
@@ -81,9 +83,7 @@ def main(spec_path: str) -> int:
                 if isinstance(v, torch.Tensor)
             }
             name = f"epoch_{stats.epoch:03d}"
-            tmp = out / (name + ".safetensors.tmp")
-            save_file(state, str(tmp))
-            os.replace(tmp, out / (name + ".safetensors"))
+            _write_atomic(out / (name + ".safetensors"), save(state))
             _write_atomic(out / (name + ".json"), json.dumps(stats.__dict__).encode())
     except BaseException as exc:
         err = typed_error(exc, root, "training")
@@ -93,9 +93,3 @@ def main(spec_path: str) -> int:
     status["phase"] = "done"
     _write_atomic(out / "status.json", json.dumps(status).encode())
     return 0
-
-
-if __name__ == "__main__":
-    from grader.probe.child import run_as_child
-
-    run_as_child(main)

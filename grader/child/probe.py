@@ -1,4 +1,4 @@
-"""The probe: runs INSIDE the sandbox, next to the student's code. ``python -m grader.probe.child SPEC``.
+"""The probe: runs INSIDE the sandbox, next to the student's code. ``grader.child.main`` with ``probe SPEC``.
 
 It imports the model module, builds the model, exports its aten graph, builds the train transforms
 and measures CoarseDropout, then writes only inert files into the spec's ``out`` folder:
@@ -25,7 +25,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from grader.boundary import write_output
+
 CUDA_MARKERS = ("Torch not compiled with CUDA", "NVIDIA driver", "No CUDA GPUs", "CUDA driver", "cuda:0", "CUDA error", "is_available() is False")  # fmt: skip
+
+
+STAGE_ERRORS = {
+    "building the model": "model_build_failed",
+    "importing the model": "import_failed",
+    "building the transforms": "transforms_build_failed",
+    "exporting the graph": "export_failed",
+    "training": "training_failed",
+}
 
 
 def typed_error(exc: BaseException, root: Path, stage: str) -> dict:
@@ -52,7 +63,7 @@ def typed_error(exc: BaseException, root: Path, stage: str) -> dict:
     ):
         kind = "cuda_required"
     else:
-        kind = f"{stage}_failed"
+        kind = STAGE_ERRORS.get(stage, "crash")
     return {"type": kind, "message": text[:1000], "where": where, "stage": stage}
 
 
@@ -94,18 +105,26 @@ def import_file(file: Path, root: Path) -> Any:
     raise last or ImportError(f"cannot import {file}")
 
 
-def build_model(module: Any, spec: dict, root: Path, report: dict) -> Any:
-    """Try the candidates (the spec's choice first); keep the first that maps (N,3,32,32) to logits."""
+def build_model(modules: dict[str, Any], spec: dict, root: Path, report: dict) -> Any:
+    """Try the candidates (the spec's order: the top file's first); keep the first that maps
+    (N, 3, 32, 32) to the class logits. A file other than the top one is imported when reached."""
     import torch
 
     shape = tuple(spec["input_shape"])
     chosen = None
     for cand in spec["candidates"]:
-        entry: dict[str, Any] = {"class": cand["class"], "args": cand.get("args", []), "kwargs": cand.get("kwargs", {})}
+        file = cand.get("file", spec["file"])
+        entry: dict[str, Any] = {"file": file, "class": cand["class"], "args": cand.get("args", []), "kwargs": cand.get("kwargs", {}), "assumed": cand.get("assumed", [])}  # fmt: skip
         report["candidates"].append(entry)
-        cls = getattr(module, cand["class"], None)
+        try:
+            if file not in modules:
+                modules[file] = import_file(root / file, root)
+        except BaseException as exc:
+            entry["error"] = typed_error(exc, root, "importing the model")
+            continue
+        cls = getattr(modules[file], cand["class"], None)
         if cls is None:
-            entry["error"] = {"type": "not_found", "message": f"{cand['class']} is not defined in the module"}
+            entry["error"] = {"type": "not_found", "message": f"{cand['class']} is not defined in {file}"}
             continue
         try:
             model = cls(*cand.get("args", []), **cand.get("kwargs", {}))
@@ -130,10 +149,34 @@ def build_model(module: Any, spec: dict, root: Path, report: dict) -> Any:
 
 
 def resolve_transforms(spec: dict, root: Path, modules: dict[str, Any]) -> tuple[Any, str]:
-    """The train pipeline object named by the spec: a variable, a function's result, a class instance."""
-    from grader.probe import runtime
-
+    """The train pipeline named by the spec, built from its slice (only what its A.Compose needs);
+    from the whole file only when the slice does not build and the file is safe to import."""
     t = spec["transforms"]
+    try:
+        pipeline, site = _resolve_pipeline(t, root, modules)
+    except Exception:
+        if not t.get("fallback_file"):
+            raise
+        try:
+            pipeline, site = _resolve_pipeline(t | {"file": t["fallback_file"]}, root, modules)
+        except Exception:
+            pass
+        else:
+            return pipeline, site
+        raise
+    return pipeline, shown_name(site, t)
+
+
+def shown_name(text: str, t: dict) -> str:
+    """``text`` with the generated slice's file name replaced by the student's (same line numbers)."""
+    if t.get("shown_as") and t["file"] != t["shown_as"]:
+        return text.replace(t["file"], t["shown_as"])
+    return text
+
+
+def _resolve_pipeline(t: dict, root: Path, modules: dict[str, Any]) -> tuple[Any, str]:
+    from grader.child import runtime
+
     module = modules.get(t["file"])
     if module is None:
         module = import_file(root / t["file"], root)
@@ -196,7 +239,7 @@ def setup_runtime(spec: dict, root: Path) -> None:
         import albumentations.pytorch  # noqa: F401
     # Other libraries load only when the student's code imports them: the stub finder never stubs a
     # library's own optional imports, so nothing needs importing ahead.
-    from grader.probe import runtime
+    from grader.child import runtime
 
     runtime.fake_datasets()
     runtime.record_creation_sites(root)
@@ -216,11 +259,11 @@ def main(spec_path: str) -> int:
 
     def save() -> None:
         report["timings"] = timings
-        from grader.probe import runtime
+        from grader.child import runtime
 
         report["stubbed_modules"] = sorted(set(runtime.STUBBED))
         report["datasets_faked"] = sorted(set(runtime.DATASETS_FAKED))
-        (out / "probe.json").write_text(json.dumps(report, default=repr))
+        write_output(out, "probe.json", json.dumps(report, default=repr))
 
     setup_runtime(spec, root)
     timings["libraries"] = time.perf_counter() - t0
@@ -253,7 +296,10 @@ def main(spec_path: str) -> int:
                 report["transforms"] = describe_pipeline(pipeline, site, out)
             except BaseException as exc:
                 report["steps"]["transforms"] = "failed"
-                report["errors"].append(typed_error(exc, root, "building the transforms"))
+                err = typed_error(exc, root, "building the transforms")
+                err["where"] = shown_name(err["where"], spec["transforms"])
+                err["message"] = shown_name(err["message"], spec["transforms"])
+                report["errors"].append(err)
             timings["transforms"] = time.perf_counter() - t1
         save_partial(caught_warnings)
         # ---- model -------------------------------------------------------------------------------
@@ -261,10 +307,9 @@ def main(spec_path: str) -> int:
             t1 = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                    module = import_file(root / spec["model"]["file"], root)
-                    modules[spec["model"]["file"]] = module
+                    modules[spec["model"]["file"]] = import_file(root / spec["model"]["file"], root)
                     report["steps"]["import"] = "ok"
-                    model = build_model(module, spec["model"], root, report)
+                    model = build_model(modules, spec["model"], root, report)
                 if model is None:
                     report["steps"]["build"] = "failed"
                 else:
@@ -299,16 +344,16 @@ def main(spec_path: str) -> int:
 
 
 def export_graph(model: Any, spec: dict, root: Path, out: Path, report: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from grader.probe import runtime
-    from grader.probe.graph_export import export_model
+    from grader.child import runtime
+    from grader.child.graph_export import export_model
 
     graph, tensors = export_model(model, tuple(spec["input_shape"]), root)
     graph["module_sites"] = runtime.module_sites(model)
     graph["model_class"] = type(model).__name__
-    (out / "graph.json").write_text(json.dumps(graph))
-    save_file(tensors, str(out / "weights.safetensors"))
+    write_output(out, "graph.json", json.dumps(graph))
+    write_output(out, "weights.safetensors", save(tensors))
 
 
 def write_summary(model: Any, spec: dict, out: Path) -> None:
@@ -322,7 +367,7 @@ def write_summary(model: Any, spec: dict, out: Path) -> None:
         verbose=0,
         device="cpu",
     )
-    (out / "summary.txt").write_text(str(stats))
+    write_output(out, "summary.txt", str(stats))
 
 
 def describe_pipeline(pipeline: Any, site: str, out: Path) -> dict:
@@ -341,7 +386,9 @@ def describe_pipeline(pipeline: Any, site: str, out: Path) -> dict:
     except Exception as exc:
         result["coarse_dropout_probe_error"] = f"{type(exc).__name__}: {exc}"[:300]
     try:
-        np.save(out / "augmented.npy", augmented_grid(pipeline, showcase_image()))
+        buf = io.BytesIO()
+        np.save(buf, augmented_grid(pipeline, showcase_image()))
+        write_output(out, "augmented.npy", buf.getvalue())
     except Exception as exc:
         result["grid_error"] = f"{type(exc).__name__}: {exc}"[:300]
     return result
@@ -358,7 +405,3 @@ def run_as_child(entry: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-
-
-if __name__ == "__main__":
-    run_as_child(main)
