@@ -156,29 +156,33 @@ def _as_folder(parser: argparse.ArgumentParser, sub: Path, scratch: Path) -> Pat
     raise AssertionError  # parser.error exits
 
 
-def _precheck(parser: argparse.ArgumentParser, folder: Path, args: argparse.Namespace) -> None:
-    """One-line usage errors for what cannot be graded at all: no code, or a --model that is not there."""
+def _precheck(folder: Path, args: argparse.Namespace) -> tuple[str, str] | None:
+    """(type, one line) for what cannot be graded at all: no code, no model, a pin that is not there."""
     from grader.discover import DiscoveryError, discover
 
     code = next((p for p in folder.rglob("*") if p.suffix in (".py", ".ipynb") and ".venv" not in p.parts), None)
     if code is None:
-        parser.error(f"{args.submission} holds no Python file or notebook to grade")
+        return "model_not_found", f"{args.submission} holds no Python file or notebook to grade (no model; --model FILE:CLASS points at one)"  # fmt: skip
     try:
         found = discover(folder)
     except DiscoveryError as exc:
-        parser.error(str(exc))
+        return "discovery_failed", str(exc)
     classes = sorted({f"{c.file}:{c.cls}" for c in found.models})
     if args.model:
         file, _, cls = args.model.rpartition(":")
         if not (folder / file).is_file() or f"{file}:{cls}" not in classes:
-            parser.error(f"--model {args.model}: no such class; the candidates found: {', '.join(classes) or 'none'}")
+            return (
+                "bad_pin",
+                f"--model {args.model}: no such class; the candidates found: {', '.join(classes) or 'none'}",
+            )
     elif not classes and found.problems and found.problems[0]["type"] == "model_not_found":
         files = sorted({*found.py_files, *found.notebooks})[:8]
-        parser.error(f"no nn.Module subclass in {args.submission} (read: {', '.join(files)}); point at the model with --model FILE:CLASS")  # fmt: skip
+        return "model_not_found", f"no nn.Module subclass in {args.submission} (read: {', '.join(files)}); point at the model with --model FILE:CLASS"  # fmt: skip
     if args.transforms:
         file = args.transforms.partition(":")[0]
         if not (folder / file).is_file():
-            parser.error(f"--transforms {args.transforms}: {file} is not a file of the submission")
+            return "bad_pin", f"--transforms {args.transforms}: {file} is not a file of the submission"
+    return None
 
 
 def _grade(
@@ -191,7 +195,17 @@ def _grade(
 ) -> int:
     given = args.submission
     args.submission = _as_folder(parser, given, scratch)
-    _precheck(parser, args.submission, args)
+    problem = _precheck(args.submission, args)
+    if problem is not None:  # one line, exit 2; a results file too, so a class's gradebook has the row
+        from grader.batch.results import error_results
+
+        results = error_results(given.name, {"type": problem[0], "message": problem[1]}, rubric, None)
+        results["submission"]["path"] = str(given.resolve())
+        json_path = args.json or args.out / "results.json"
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1, default=str))
+        print(f"grade: {problem[1]}", file=sys.stderr)
+        return 2
     train = args.train if args.train is not None else _cuda_present()
     from rich.console import Console
 

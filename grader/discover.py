@@ -116,6 +116,7 @@ class Discovery:
     generated: dict[str, str] = field(default_factory=dict)  # file -> source written into the probe's copy
     sys_path: list[str] = field(default_factory=list)
     torchvision_pipeline: str | None = None  # "file:line" of a torchvision train pipeline (not albumentations)
+    locations: dict[str, dict] = field(default_factory=dict)  # generated file -> its source (grader/locations.py)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -156,7 +157,7 @@ def discover(
     files, notebooks, notes = _walk(root)
     py = {rel: _parse(root / rel, rel) for rel in files}
     nb_code = {rel: _notebook_code(root / rel) for rel in notebooks}
-    generated = _notebook_modules(root, notebooks, notes)
+    generated, locations = _notebook_modules(root, notebooks, notes)
     for rel, source in generated.items():
         py[rel] = _PyFile(rel, source, ast.parse(source), None)
     assignment = _assignment_dir(root, py, nb_code)
@@ -166,6 +167,7 @@ def discover(
     disc = Discovery(
         root, assignment, [], None, [], [], sorted(files), sorted(nb_code), notes, problems, pinned, generated
     )
+    disc.locations = locations
     scope = {rel: f for rel, f in py.items() if _under(rel, assignment)}
     nb_scope = {rel: code for rel, code in nb_code.items() if _under(rel, assignment)}
     disc.models = _model_candidates(scope, nb_scope, pinned, problems, notes, num_classes)
@@ -189,6 +191,7 @@ def discover(
             folder, _, base = chosen.file.rpartition("/")
             chosen.slice_file = (folder + "/" if folder else "") + f"{SLICE_PREFIX}{base}"
             generated[chosen.slice_file] = chosen.slice_source
+            disc.locations[chosen.slice_file] = {"source": chosen.file, "lines": None}
             notes.append(f"the train pipeline is built from {chosen.file} alone: its A.Compose and what it needs, nothing else of the file runs")  # fmt: skip
     else:
         notes.append("no albumentations train pipeline found in the .py files")
@@ -320,12 +323,12 @@ def _is_generated(rel: str) -> bool:
     return rel.rsplit("/", 1)[-1].startswith(GENERATED_PREFIX)
 
 
-def _notebook_modules(root: Path, notebooks: list[str], notes: list[str]) -> dict[str, str]:
+def _notebook_modules(root: Path, notebooks: list[str], notes: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
     """A module of each notebook's definitions (imports, classes, functions, constants), written next
     to the notebook in the probe's copy; its training cells, magics and Drive mounts are left out."""
     from grader.evidence.notebooks import NotebookError, definitions_module, read_notebook
 
-    out = {}
+    out, locations = {}, {}
     for rel in notebooks:
         try:
             module = definitions_module(read_notebook(root / rel))
@@ -339,7 +342,8 @@ def _notebook_modules(root: Path, notebooks: list[str], notes: list[str]) -> dic
         stem = re.sub(r"\W", "_", name.removesuffix(".ipynb"))
         target = f"{folder}/{GENERATED_PREFIX}{stem}.py" if folder else f"{GENERATED_PREFIX}{stem}.py"
         out[target] = module.source
-    return out
+        locations[target] = {"source": rel, "lines": {n: list(cell) for n, cell in module.line_map.items()}}
+    return out, locations
 
 
 # ---- model ----------------------------------------------------------------------------------------

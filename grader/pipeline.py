@@ -20,6 +20,7 @@ from typing import Any
 from grader import __version__
 from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, copy_output, read_output
 from grader.discover import Discovery, DiscoveryError, discover
+from grader.locations import relabel_results
 from grader.rubric import max_score
 from grader.sandbox import ChildResult, Limits, child_command, run_sandboxed
 from grader.workspace import (
@@ -194,6 +195,10 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         results["warnings"] = facts.warnings
         if facts.failure is not None:
             results["error"] = {k: facts.failure.get(k, "") for k in ("type", "message", "where")}
+        for key in ("checks", "warnings", "error", "output"):  # lines a student recognises
+            results[key] = relabel_results(results[key], disc.locations)
+        for key in ("model", "transforms", "discovery"):
+            results["facts"][key] = relabel_results(results["facts"].get(key), disc.locations)
         _keep_artifacts(probe_out, opts.out_dir, facts.warnings)
         results["facts"]["artifacts"] = str(opts.out_dir)
     except Exception as exc:  # the grader's own failure: still a result, typed
