@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-train", dest="train", action="store_false", help="skip training: every other rule in seconds"
     )
-    p.add_argument("--out", type=Path, default=Path("grade-out"), help="folder for report.html, results.json and artifacts (default ./grade-out)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=None, help="folder for report.html, results.json and artifacts (default ./grade-out, or ~/.cache/s6-grader/reports/NAME when that would be inside the submission)")  # fmt: skip
     p.add_argument("--json", type=Path, help="write the results JSON here instead of OUT/results.json")
     p.add_argument("--html", type=Path, help="write the HTML report here instead of OUT/report.html")
     p.add_argument("--model", metavar="FILE:CLASS", help="the model class to grade (relative to the submission)")
@@ -133,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def default_out(submission: Path) -> Path:
+    """./grade-out, unless that is inside the submission (``grade .``): the report and the weights
+    must not land in the student's repository, to be committed with it."""
+    local = Path("grade-out").resolve()
+    if submission.is_dir() and local.is_relative_to(submission.resolve()):
+        from grader.training.data import default_data_dir
+
+        return default_data_dir() / "reports" / (submission.resolve().name or "submission")
+    return Path("grade-out")
+
+
 def _as_folder(parser: argparse.ArgumentParser, sub: Path, scratch: Path) -> Path:
     """The folder to grade: the folder itself, a zip unpacked safely, or a folder holding one notebook."""
     if not sub.exists():
@@ -195,6 +206,8 @@ def _grade(
 ) -> int:
     given = args.submission
     args.submission = _as_folder(parser, given, scratch)
+    if args.out is None:
+        args.out = default_out(given)
     problem = _precheck(args.submission, args)
     if problem is not None:  # one line, exit 2; a results file too, so a class's gradebook has the row
         from grader.batch.results import error_results

@@ -242,3 +242,11 @@ def test_a_pipeline_the_grader_cannot_build_is_its_limitation_with_the_pin(tmp_p
     assert aug["status"] == "error", aug
     assert "--transforms transforms.py:get_train --transforms-kwargs" in aug["message"]
     assert "transforms.py:" in aug["message"] and "_s6_pipeline_" not in aug["message"]
+
+
+def test_the_terminal_says_what_was_graded_what_to_fix_first_in_whole_points(graded):
+    _, _, out = graded["too_many_params"]
+    assert out.splitlines()[1].startswith("graded: ./") and "model.py:Net" in out.splitlines()[1]
+    assert "✓ passed  ✗ failed" in out  # the legend
+    assert "fix these first: params (125 points)" in out
+    assert "score 475/700" in out and ".0/" not in out

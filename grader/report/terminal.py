@@ -34,7 +34,7 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
         mark, colour = MARKS.get(check["status"], ("?", "white"))
         if check.get("extra") and check["status"] == "failed":
             mark, colour = "·", "dim"
-        points = f"{check['points']:g}/{check['max_points']}" + (" extra" if check.get("extra") else "")
+        points = f"{_pts(check['points'])}/{check['max_points']}" + (" extra" if check.get("extra") else "")
         why = check["message"]
         if check["status"] == "error" and why.startswith("the model could not be analysed"):
             # One typed reason, said once: the rules after it only point back to it.
@@ -46,10 +46,17 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
             why += f"\n[yellow]note: {warning}[/yellow]"
         table.add_row(Text(mark, style=colour), check["id"], points, why)
     console.print(table)
+    console.print("[dim]✓ passed  ✗ failed  ! not decided: the submission broke first  - not run  · bonus not earned[/dim]")  # fmt: skip
+    todo = sorted(
+        (c for c in results.get("checks", []) if c["status"] in ("failed", "error") and not c.get("extra")),
+        key=lambda c: -(c["max_points"] - c["points"]),
+    )
+    if todo:
+        console.print("[bold]fix these first[/bold]: " + ", ".join(f"{c['id']} ({_pts(c['max_points'] - c['points'])} points)" for c in todo[:4]))  # fmt: skip
     pending = sum(c["max_points"] for c in results.get("checks", []) if c["status"] == "skipped" and not c.get("extra"))
-    score = f"[bold]score {results['score']:g}/{results['max_score']}[/bold]"
+    score = f"[bold]score {_pts(results['score'])}/{results['max_score']}[/bold]"
     if results.get("bonus"):
-        score += f" + bonus {results['bonus']:g}"
+        score += f" + bonus {_pts(results['bonus'])}"
     if pending:
         score += f"  ({pending} points not decided in this run)"
     console.print(score)
@@ -62,3 +69,8 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
         console.print(f"[yellow]warning[/yellow]: {warning}")
     for f in files or []:
         console.print(f"wrote {f}")
+
+
+def _pts(value: float) -> str:
+    """Points as a person writes them: 350, not 350.0; 12.5 stays."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
