@@ -1,10 +1,12 @@
-"""Same-architecture leads: groups of submissions whose model graphs and train transforms (nearly) match.
+"""Same-architecture leads: groups of submissions whose model graphs (nearly) match.
 
 A fingerprint is the sequence of the graph's convolutions, poolings and linear layers with their shapes
 and hyperparameters (kernel, stride, padding, dilation, groups, channels, output size), plus the
-transform pipeline's own config. Identical fingerprints form a group; sequences within a small edit
-distance with the same transforms join it as near-identical. This is a lead for the TA (many students
-start from the same class notes), never a verdict: the index page says so.
+transform pipeline's own config. The graph alone decides a group: identical layer sequences form one,
+sequences within a small edit distance join it as near-identical. Matching transforms are a further
+signal shown beside the group (``transforms_match``), never a condition, since a pipeline that could
+not be analysed must not hide a pair. A lead for the TA (many students start from the same class
+notes), never a verdict: the index page says so.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class Fingerprint:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps([self.layers, self.transforms]).encode()).hexdigest()[:12]
+        """The graph's key: the transforms are not part of it."""
+        return hashlib.sha256(json.dumps(list(self.layers)).encode()).hexdigest()[:12]
 
 
 def fingerprint(graph: dict | None, transforms: dict | None) -> Fingerprint | None:
@@ -162,7 +165,7 @@ def group_similar(prints: dict[str, Fingerprint | None], max_edits: int = 2) -> 
             continue
         for kb in keys[i + 1 :]:
             b = reps[kb]
-            if a.transforms != b.transforms or len(b.layers) < MIN_LAYERS_FOR_NEAR:
+            if len(b.layers) < MIN_LAYERS_FOR_NEAR:
                 continue
             if edit_distance(a.layers, b.layers, max_edits) <= max_edits:
                 parent[find(kb)] = find(ka)
@@ -183,12 +186,25 @@ def group_similar(prints: dict[str, Fingerprint | None], max_edits: int = 2) -> 
                 "layers": len(first.layers),
                 "max_edits": distance,
                 "transforms": first.transforms,
+                "transforms_match": _transforms_match([known[s].transforms for s in students]),
             }
         )
     groups.sort(key=lambda g: (-len(g["students"]), g["students"]))
     for n, group in enumerate(groups):
         group["id"] = _label(n)
     return groups
+
+
+def _transforms_match(pipelines: list[str]) -> str:
+    """all | some | differ among the analysed pipelines; unknown when some could not be analysed and
+    the others agree (a missing pipeline hides nothing: the graph made the group)."""
+    analysed = [t for t in pipelines if t != "none"]
+    distinct = len(set(analysed))
+    if len(analysed) < len(pipelines) and distinct <= 1:
+        return "unknown"
+    if distinct == 1:
+        return "all"
+    return "differ" if distinct == len(analysed) else "some"
 
 
 def _label(n: int) -> str:

@@ -151,15 +151,19 @@ def test_fingerprints_and_groups() -> None:
         "ann": base,
         "bob": fingerprint(_graph(NET), AUG2),
         "cat": pooled,
-        "dan": fingerprint(_graph(NET), OTHER_AUG),  # same net, other transforms: no lead
+        "dan": fingerprint(_graph(NET), OTHER_AUG),  # same net, other transforms: still a lead
         "eve": different,
         "fay": wider,
         "gus": None,
     }
     groups = group_similar(prints, max_edits=1)
     assert [(g["id"], g["kind"], g["students"]) for g in groups] == [
-        ("A", "near-identical", ["ann", "bob", "cat", "fay"])
+        ("A", "near-identical", ["ann", "bob", "cat", "dan", "fay"])
     ]
+    assert groups[0]["transforms_match"] == "some"
+    # The graph decides: a pair whose pipeline could not be analysed is still a pair.
+    unanalysed = group_similar({"ann": base, "ivy": fingerprint(_graph(NET), None)})
+    assert unanalysed[0]["students"] == ["ann", "ivy"] and unanalysed[0]["transforms_match"] == "unknown"
     identical = group_similar({"ann": base, "bob": prints["bob"], "eve": different})
     assert identical == [
         {
@@ -168,6 +172,7 @@ def test_fingerprints_and_groups() -> None:
             "layers": 5,
             "max_edits": 0,
             "transforms": base.transforms,
+            "transforms_match": "all",
             "id": "A",
         }
     ]
