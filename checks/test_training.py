@@ -12,6 +12,10 @@ def test_augmentations(facts, check):
     evidence = {"spelling": found.spelling, "meant": found.meant, "behaviour": found.behaviour, "value_space": found.value_space,
                 "expected_fill": found.expected_fill, "suggestion": found.suggestion}  # fmt: skip
     if found.problems:
+        credit = float(check.rule.get("unit_mistake_credit", 0.0))
+        if found.unit_mistake and credit and all("fill" in p for p in found.problems):
+            check.fraction = credit  # the rubric's partial credit: the mean meant, in the wrong units
+            check.warn(f"partial credit ({credit:.0%}): the mean is right but in 0-1 units on a uint8 image")
         check.fail(
             found.problems[0] + (f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""),
             hint=found.suggestion or "see the assignment's CoarseDropout arguments",

@@ -250,3 +250,32 @@ def test_the_terminal_says_what_was_graded_what_to_fix_first_in_whole_points(gra
     assert "✓ passed  ✗ failed" in out  # the legend
     assert "fix these first: params (125 points)" in out
     assert "score 475/700" in out and ".0/" not in out
+
+
+def test_the_mean_in_unit_range_fails_by_default_and_a_rubric_may_give_partial_credit(graded, tmp_path):
+    _, results, _ = graded["fill_in_unit_range"]
+    assert by_id(results)["augmentations"]["status"] == "failed" and by_id(results)["augmentations"]["points"] == 0
+    from fixtures.submissions import build
+
+    sub = build("fill_in_unit_range", tmp_path / "sub")
+    rubric = tmp_path / "r.toml"
+    rubric.write_text("[rules.augmentations]\nunit_mistake_credit = 0.5\n")
+    _, again, _ = run_grade(sub, tmp_path / "out", "--no-train", "--rubric", str(rubric))
+    check = by_id(again)["augmentations"]
+    assert check["status"] == "failed" and check["points"] == 62.5
+    assert any("partial credit" in w for w in check["warnings"])
+
+
+def test_a_home_made_class_named_like_an_albumentations_transform_is_named_as_such(tmp_path):
+    from fixtures.submissions import BASE
+
+    sub = tmp_path / "sub"
+    shutil.copytree(BASE, sub)
+    fake = "class CoarseDropout(A.ImageOnlyTransform):\n    def apply(self, img, **params):\n        return img\n\n\n"
+    text = (sub / "transforms.py").read_text()
+    start, end = text.index("        A.CoarseDropout("), text.index("        A.Normalize(")
+    text = text[:start] + "        CoarseDropout(p=1.0),\n" + text[end:]
+    (sub / "transforms.py").write_text(text.replace("mean = (", fake + "mean = (", 1))
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
+    check = by_id(results)["augmentations"]
+    assert check["status"] == "failed" and "own class" in check["message"] and "not albumentations" in check["message"]

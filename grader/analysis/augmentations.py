@@ -37,6 +37,7 @@ class AugFindings:
     expected_fill: list[float] | None = None
     suggestion: str = ""
     found: dict[str, bool] = field(default_factory=dict)
+    unit_mistake: bool = False  # the mean written in 0-1 units on a uint8 image: intent right, effect black
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -174,6 +175,11 @@ def analyze(
             f.problems.append(f"{name} is missing from the train pipeline ({transforms.get('site', '?')})")
             continue
         t = next((t for t in leaves if t["class"] in (name, "Affine" if name == "ShiftScaleRotate" else name)), None)
+        module = str((t or {}).get("module") or "albumentations")
+        if not module.startswith("albumentations"):
+            f.problems.append(f"{name} in the train pipeline is the submission's own class (from {module}), not albumentations' A.{name}")  # fmt: skip
+            f.found[name] = False
+            continue
         if t is not None and isinstance(t.get("p"), (int, float)) and t["p"] <= 0:
             f.problems.append(f"{name} has p={t['p']}: it is never applied")
     if "CoarseDropout" in names:
@@ -238,6 +244,7 @@ def _coarse_dropout(
         hint = ""
         if space == "uint8" and _all_unit(fill):
             hint = " - 0-1 values on a uint8 image are black, not the mean"
+            f.unit_mistake = True
         elif space == "normalized" and _all_large(fill):
             hint = " - after Normalize the mean is about 0"
         f.problems.append(
