@@ -18,7 +18,7 @@ def test_augmentations(facts, check):
             check.warn(f"partial credit ({credit:.0%}): the mean is right but in 0-1 units on a uint8 image")
         check.fail(
             found.problems[0] + (f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""),
-            hint=found.suggestion or "see the assignment's CoarseDropout arguments",
+            hint=_aug_hint(found),
             problems=found.problems,
             **evidence,
         )
@@ -26,6 +26,24 @@ def test_augmentations(facts, check):
         f"HorizontalFlip, ShiftScaleRotate and CoarseDropout ({found.spelling} spelling: 1 hole of 16x16 filled with the mean)",
         **evidence,
     )
+
+
+ADD = {
+    "HorizontalFlip": "A.HorizontalFlip(p=0.5)",
+    "ShiftScaleRotate": "A.ShiftScaleRotate(shift_limit=0.0625, scale_limit=0.1, rotate_limit=15, p=0.5)",
+    "CoarseDropout": "A.CoarseDropout(max_holes=1, max_height=16, max_width=16, min_holes=1, min_height=16, min_width=16, fill_value=<the dataset mean>, mask_fill_value=None)",
+}
+
+
+def _aug_hint(found) -> str:
+    """A hint about the first problem: the transform that is missing, else the CoarseDropout fix."""
+    first = found.problems[0]
+    for name, call in ADD.items():
+        if first.startswith(f"{name} is missing") or (f"{name} in the train pipeline is the submission's own" in first):
+            return f"add albumentations' {call} to the train A.Compose"
+    if first.startswith("ShiftScaleRotate is missing: A.Affine"):
+        return f"use {ADD['ShiftScaleRotate']} (the assignment names it)"
+    return found.suggestion or f"the assignment's CoarseDropout: {ADD['CoarseDropout']}"
 
 
 @rule("gpu", points=15)

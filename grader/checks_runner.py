@@ -97,7 +97,7 @@ class _Plugin:
         elif isinstance(exc, CheckFailed):
             self._record(item, "failed", exc.message, exc.hint, holder)
         elif isinstance(exc, Undecidable):
-            self._record(item, "error", exc.message, "", holder, kind=exc.kind)
+            self._record(item, "error", exc.message, error_hint(exc.kind), holder, kind=exc.kind)
         elif isinstance(exc, NotRun) or call.excinfo.typename == "Skipped":
             self._record(item, "skipped", str(getattr(exc, "msg", None) or exc), "", holder)
         elif isinstance(exc, AssertionError):
@@ -139,6 +139,29 @@ class _Plugin:
                 visibility=str(spec.get("visibility", "visible")),
             )
         )
+
+
+ERROR_HINTS = {
+    "syntax_error": "fix the syntax error at the place shown, then grade again",
+    "import_error": "install or remove the import named in the message (the grader has torch, torchvision, albumentations, numpy, matplotlib, tqdm, torchinfo)",
+    "timeout": 'the model\'s module must not train or download at import: put that work under `if __name__ == "__main__":`',
+    "cuda_required": "build the model on the CPU: move it to the GPU in the training code, not in __init__ or at import",
+    "exit_called": "do not call exit() or sys.exit() at import time",
+    "model_not_found": "point at the model with --model FILE:CLASS (or grade.toml)",
+    "model_build_failed": "the constructor needs values the grader could not find: pin them with --model-kwargs (or grade.toml)",
+    "wrong_output_shape": "the model must map (N, 3, 32, 32) to (N, 10) class scores",
+    "not_albumentations": "build the train pipeline with albumentations: A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(), A.CoarseDropout(...)])",
+    "not_found": "point at the train pipeline with --transforms FILE:NAME (or grade.toml)",
+}
+
+
+def error_hint(kind: str) -> str:
+    """What to do about a rule that could not be decided, by the kind of error that stopped it."""
+    if kind in ERROR_HINTS:
+        return ERROR_HINTS[kind]
+    if kind.endswith("_failed"):
+        return "the message says what failed; fix it (or pin what the grader guessed) and grade again"
+    return "an earlier stage broke: fix the error shown at the top of the report, then grade again"
 
 
 def _rule_of(item: pytest.Item) -> tuple[str, int]:

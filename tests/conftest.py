@@ -12,6 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from grading import Graded
+
+# Fixture files are data for the grader (course check files among them), never the project's tests.
+collect_ignore = ["fixtures"]
 from layers import FILESYSTEM_LAYERS, require
 
 

@@ -279,3 +279,20 @@ def test_a_home_made_class_named_like_an_albumentations_transform_is_named_as_su
     _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
     check = by_id(results)["augmentations"]
     assert check["status"] == "failed" and "own class" in check["message"] and "not albumentations" in check["message"]
+
+
+def test_every_rule_not_passed_carries_a_hint_about_its_own_problem(graded, tmp_path):
+    _, results, _ = graded["syntax_error"]
+    errors = [c for c in results["checks"] if c["status"] == "error"]
+    assert errors and all(c["hint"] for c in errors)
+    from fixtures.submissions import BASE
+
+    sub = tmp_path / "sub"
+    shutil.copytree(BASE, sub)
+    (sub / "transforms.py").write_text(
+        (sub / "transforms.py").read_text().replace("        A.ShiftScaleRotate(),\n", "")
+    )
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train")
+    check = by_id(results)["augmentations"]
+    assert check["status"] == "failed" and "ShiftScaleRotate is missing" in check["message"]
+    assert "A.ShiftScaleRotate(" in check["hint"] and "CoarseDropout" not in check["hint"]

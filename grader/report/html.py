@@ -31,6 +31,9 @@ def render_report(results: dict, training_html: str = "", evidence_html: str = "
     from grader.report.graded import student_view, what_was_graded
 
     results = student_view(results)
+    # Failures first: what a student must fix is at the top; the rubric's order within each status.
+    rank = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
+    results = results | {"checks": sorted(results.get("checks") or [], key=lambda c: rank.get(c.get("status"), 4))}
     return template.render(
         r=results,
         f=results.get("facts", {}),
