@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from grading import Graded
+from layers import FILESYSTEM_LAYERS, require
 
 # Fixture files are data for the grader (course check files among them), never the project's tests.
 collect_ignore = ["fixtures"]
-from layers import FILESYSTEM_LAYERS, require
 
 
 @pytest.fixture(params=FILESYSTEM_LAYERS)
