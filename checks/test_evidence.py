@@ -35,9 +35,12 @@ def test_readme(facts, check):
     missing = [name for name in weights if not parts.get(name, {}).get("found")]
     total = sum(weights.values()) or 1
     check.fraction = sum(w for name, w in weights.items() if name not in missing) / total
-    for comparison in evidence.get("comparisons", []):
-        if comparison.get("flag"):
-            check.warn(comparison.get("note", ""))
+    # Every claim that disagrees with the measurement, the most certain first (exact figures, the
+    # structural ones before accuracy, the largest differences first).
+    order = {"receptive_field": 0, "summary_params": 1, "params": 2}
+    flagged = [c for c in evidence.get("comparisons", []) if c.get("flag")]
+    for comparison in sorted(flagged, key=lambda c: (order.get(c.get("name"), 3), -abs(c.get("relative") or 0))):
+        check.warn(comparison.get("note", ""))
     broken = [img for img in readme.get("images", []) if img.get("exists") is False]
     shown = {name: parts.get(name, {}).get("lines") for name in weights}
     if missing or broken:

@@ -296,3 +296,18 @@ def test_every_rule_not_passed_carries_a_hint_about_its_own_problem(graded, tmp_
     check = by_id(results)["augmentations"]
     assert check["status"] == "failed" and "ShiftScaleRotate is missing" in check["message"]
     assert "A.ShiftScaleRotate(" in check["hint"] and "CoarseDropout" not in check["hint"]
+
+
+def test_every_false_claim_is_shown_the_most_certain_first(tmp_path):
+    from fixtures.submissions import BASE
+
+    sub = tmp_path / "sub"
+    shutil.copytree(BASE, sub)
+    readme = sub / "README.md"
+    text = readme.read_text().replace("Receptive field: 55", "Receptive field: 45")
+    readme.write_text(text + "\n\nThe C2 block has 4,640 parameters.\nTotal parameters: 150,000\n")
+    _, results, out = run_grade(sub, tmp_path / "out", "--no-train")
+    notes = by_id(results)["readme"]["warnings"]
+    assert len(notes) == 2 and "claims RF 45 but the graph gives 55" in notes[0], notes
+    assert "150,000" in notes[1] and not any("4,640" in n for n in notes)
+    assert all(n.split(" (")[0][:30] in out.replace("\n", " ") for n in notes)  # every note in the terminal

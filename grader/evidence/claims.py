@@ -110,12 +110,18 @@ def _count(m: re.Match[str]) -> tuple[float, bool] | None:
     return value, approx
 
 
+# A count next to a layer or block word, without "total", is that part's count, not the model's.
+_PART = re.compile(r"\b(conv\w*|block|layer|c[1-4]|depthwise|pointwise|dilated|batchnorm|bn|linear|fc|kernel|per)\b", re.I)  # fmt: skip
+
+
 def _params_claims(line: str, source: str, no: int) -> list[Claim]:
     low = line.strip().lower()
     m = _SUMMARY_TOTAL.match(line)
     if m:
         return [Claim(float(m["n"].replace(",", "")), source, no, line.strip(), origin="summary")]
     if low.startswith(("trainable params", "non-trainable params")) or "params size" in low:
+        return []
+    if _PART.search(low) and "total" not in low:
         return []
     out: list[Claim] = []
     for rx in (_PARAMS_AFTER, _PARAMS_BEFORE):

@@ -42,7 +42,7 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
             shown_error = True
         if check["status"] == "failed" and check.get("hint"):
             why += f"\n[dim]hint: {check['hint']}[/dim]"
-        for warning in check.get("warnings", [])[:2]:
+        for warning in check.get("warnings", []):
             why += f"\n[yellow]note: {warning}[/yellow]"
         table.add_row(Text(mark, style=colour), check["id"], points, why)
     console.print(table)

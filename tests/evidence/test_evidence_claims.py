@@ -183,3 +183,11 @@ def test_summary_total_params() -> None:
     assert summary_total_params("Total Parameters = 12") is None
     two = "Total params: 1,000\n...\nTotal params: 2,500\n"
     assert summary_total_params(two) == 2500  # the last table printed
+
+
+def test_per_block_parameter_counts_are_not_claims_about_the_total():
+    from grader.evidence.claims import extract_claims
+
+    text = "C1 block: 2,784 parameters\nThe depthwise layer has 1,152 params\nTotal params: 195,794\nThe model has 195,794 parameters\n"
+    claims = extract_claims([("README.md", text)])
+    assert sorted({c.value for c in claims.params}) == [195794.0]
