@@ -11,7 +11,8 @@ from pathlib import Path
 from fixtures.submissions import BASE
 from grading import by_id, run_grade
 
-COURSE = Path(__file__).parent / "fixtures" / "course_checks"
+COURSE = Path(__file__).parent / "fixtures" / "course_checks"  # a hidden rule, a malformed file, the rubric
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "course_checks"  # the README's worked example
 
 
 def test_course_checks_run_with_the_rubrics_points(tmp_path):
@@ -37,12 +38,12 @@ def test_a_course_check_can_fail_with_its_hint(tmp_path):
     shutil.copytree(BASE, sub)
     model = (sub / "model.py").read_text().replace("nn.BatchNorm2d(16), nn.ReLU(),", "nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.05),")  # fmt: skip
     (sub / "model.py").write_text(model)
-    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train", "--checks", str(COURSE))
+    _, results, _ = run_grade(sub, tmp_path / "out", "--no-train", "--checks", str(EXAMPLE))
     check = by_id(results)["dropout_layers"]
     assert check["status"] == "passed", check  # two dropout layers: within the limit
     model = model.replace("nn.BatchNorm2d(32), nn.ReLU(),", "nn.BatchNorm2d(32), nn.ReLU(), nn.Dropout(0.05),")
     (sub / "model.py").write_text(model)
-    _, results, _ = run_grade(sub, tmp_path / "out2", "--no-train", "--checks", str(COURSE))
+    _, results, _ = run_grade(sub, tmp_path / "out2", "--no-train", "--checks", str(EXAMPLE))
     check = by_id(results)["dropout_layers"]
     assert check["status"] == "failed" and "4 dropout layers" in check["message"] and check["hint"]
     assert check["max_points"] == 10  # without a rubric entry: the marker's suggestion
@@ -51,7 +52,7 @@ def test_a_course_check_can_fail_with_its_hint(tmp_path):
 def test_a_rubric_naming_an_unknown_rule_is_a_usage_error(tmp_path):
     rubric = tmp_path / "r.toml"
     rubric.write_text("[rules.dropout_layer]\npoints = 5\n")
-    proc = subprocess.run([sys.executable, "-m", "grader", str(BASE), "--no-train", "--rubric", str(rubric), "--checks", str(COURSE)], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "grader", str(BASE), "--no-train", "--rubric", str(rubric), "--checks", str(EXAMPLE)], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert "dropout_layer" in proc.stderr and "dropout_layers" in proc.stderr  # the known ones are listed
 
