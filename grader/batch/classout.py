@@ -23,6 +23,10 @@ CLASS_SCHEMA = "s6-grader/batch/1"
 HISTOGRAM_BINS = 10
 FIXED_COLUMNS = ["student", "status", "score", "max_score", "bonus", "total", "error_type", "mode", "decided_max", "problems"]  # fmt: skip
 TAIL_COLUMNS = ["arch_group", "content_hash", "source"]
+# Column labels of the class table (the full title is the column's tooltip): it must fit a laptop.
+SHORT = {"no_maxpool": "pool", "architecture": "arch", "receptive_field": "RF", "depthwise_separable": "DW",
+         "dilated": "dil", "gap": "GAP", "gpu": "GPU", "params": "params", "augmentations": "aug",
+         "accuracy": "acc", "training_log": "log", "readme": "README", "bonus": "bonus"}  # fmt: skip
 QUESTIONS = ("model code", "torchsummary output", "albumentations code", "training log", "README")
 
 
@@ -72,6 +76,7 @@ def _rules(rubric: dict, results: list[dict]) -> list[dict]:
                 "max_points": int(rule.get("points", check.get("max_points", 0))),
                 "extra": bool(rule.get("extra", check.get("extra", False))),
                 "question": str(rule.get("question", check.get("question", ""))),
+                "short": SHORT.get(rule_id, rule_id if len(rule_id) <= 10 else rule_id[:9] + "…"),
             }
         )
     return out

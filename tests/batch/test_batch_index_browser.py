@@ -49,6 +49,18 @@ class Page:
             return self.handle.execute_script(f"return {script}")
         return self.handle.evaluate(f"() => {script}")
 
+    def size(self, width: int, height: int) -> None:
+        if self.kind == "selenium":
+            self.handle.set_window_size(width, height)
+        else:
+            self.handle.set_viewport_size({"width": width, "height": height})
+
+    def screenshot(self, path: Path) -> None:
+        if self.kind == "selenium":
+            self.handle.save_screenshot(str(path))
+        else:
+            self.handle.screenshot(path=str(path), full_page=True)
+
     def click(self, css: str) -> None:
         if self.kind == "selenium":
             from selenium.webdriver.common.by import By
@@ -137,3 +149,23 @@ def test_index_sorts_and_links_resolve(page: Page, graded_class: GradedClass) ->
         assert path.is_file(), href
     page.open(links[0])
     assert "s6-grader" in page.js("document.title")
+
+
+OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+@pytest.mark.parametrize("width", [1300, 420])
+def test_index_and_report_fit_the_screen(page: Page, graded_class: GradedClass, width: int, tmp_path_factory) -> None:
+    """No horizontal page scroll on a laptop or a phone; on a laptop the class table fits without its own scroll."""
+    shots = tmp_path_factory.mktemp(f"shots{width}")
+    page.size(width, 900)
+    page.open((graded_class.out / "index.html").as_uri())
+    page.screenshot(shots / "index.png")
+    assert page.js(OVERFLOW) <= 0, f"the class index scrolls sideways at {width} px ({shots})"
+    if width >= 1300:
+        table = "document.querySelector('#students')"
+        assert page.js(f"{table}.scrollWidth - {table}.parentElement.clientWidth") <= 0, f"the class table needs its own scroll at {width} px"  # fmt: skip
+    for student in ("good", "maxpool", "broken"):
+        page.open((graded_class.out / student / "report.html").as_uri())
+        page.screenshot(shots / f"{student}.png")
+        assert page.js(OVERFLOW) <= 0, f"{student}'s report scrolls sideways at {width} px ({shots})"
