@@ -30,6 +30,9 @@ def what_was_graded(results: dict) -> list[tuple[str, str]]:
     else:
         mode = "without training (accuracy not decided)"
     rows.append(("mode", mode))
+    sandbox = facts.get("sandbox") or {}
+    if sandbox.get("isolation"):
+        rows.append(("isolation", sandbox["isolation"] + (" + Landlock" if (sandbox.get("probe") or {}).get("landlock_abi") and sandbox["isolation"] == "bubblewrap" else "")))  # fmt: skip
     return rows
 
 
