@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from grader.results import exit_status
+
 EXAMPLES = """\
 examples:
   grade .                                  grade the repo you are in (trains too when a GPU is present)
@@ -290,16 +292,6 @@ def entry() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-
-
-def exit_status(results: dict) -> int:
-    err = results.get("error") or {}
-    if err.get("type") in ("grader_error", "discovery_failed"):
-        return 2
-    required = [c for c in results.get("checks", []) if c.get("required", True) and not c.get("extra")]
-    if err or any(c["status"] in ("failed", "error") for c in required):
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

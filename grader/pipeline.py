@@ -21,6 +21,7 @@ from grader import __version__
 from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, copy_output, read_output
 from grader.discover import Discovery, DiscoveryError, discover
 from grader.locations import relabel_results
+from grader.results import RESULTS_SCHEMA
 from grader.rubric import max_score
 from grader.sandbox import ChildResult, Limits, child_command, run_sandboxed
 from grader.workspace import (
@@ -31,9 +32,6 @@ from grader.workspace import (
     submission_hash,
     transforms_spec,
 )
-
-RESULTS_SCHEMA = "s6-grader/results/1"
-
 
 MAX_PROBE_CANDIDATES = 24  # classes x assumed constructor arguments the probe may try
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from grader.batch.inputs import Entry
-from grader.batch.results import gradescope, now, status_of
+from grader.batch.results import gradescope, now
 from grader.batch.similarity import fingerprint, group_similar
 from grader.batch.store import Store, write_atomic
+from grader.results import status_of
 from grader.rubric import max_score
 
 CLASS_SCHEMA = "s6-grader/batch/1"

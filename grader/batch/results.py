@@ -6,8 +6,7 @@ import datetime
 from typing import Any
 
 from grader import __version__
-from grader.cli import exit_status
-from grader.pipeline import RESULTS_SCHEMA
+from grader.results import RESULTS_SCHEMA
 from grader.rubric import max_score
 
 # Errors the batch itself types (the grader types the submission's own: syntax_error, import_error, ...).
@@ -54,13 +53,6 @@ def error_results(student: str, error: dict, rubric: dict, content_hash: str | N
         "output": output[-20000:],
         "timings": {},
     }
-
-
-def status_of(results: dict) -> str:
-    """passed (every required rule passed), failed (a rule failed) or error (the submission broke)."""
-    if results.get("error"):
-        return "error"
-    return "passed" if exit_status(results) == 0 else "failed"
 
 
 def now() -> str:

@@ -31,10 +31,11 @@ from grader.batch.git import CloneError, clone, head_commit
 from grader.batch.inputs import Entry
 from grader.batch.overrides import grade_args as override_args
 from grader.batch.progress import ClassProgress
-from grader.batch.results import RETRY_ERRORS, error_results, now, status_of
+from grader.batch.results import RETRY_ERRORS, error_results, now
 from grader.batch.runner import Unit, UnitOutput
 from grader.batch.store import Store
 from grader.batch.unzip import UnzipError, safe_unzip
+from grader.results import status_of
 from grader.workspace import submission_hash
 
 
