@@ -154,16 +154,11 @@ def resolve_transforms(spec: dict, root: Path, modules: dict[str, Any]) -> tuple
     t = spec["transforms"]
     try:
         pipeline, site = _resolve_pipeline(t, root, modules)
-    except Exception:
-        if not t.get("fallback_file"):
-            raise
-        try:
-            pipeline, site = _resolve_pipeline(t | {"file": t["fallback_file"]}, root, modules)
-        except Exception:
-            pass
-        else:
-            return pipeline, site
-        raise
+    except Exception as first:
+        if t.get("fallback_file"):
+            with contextlib.suppress(Exception):
+                return _resolve_pipeline(t | {"file": t["fallback_file"]}, root, modules)
+        raise first  # the slice's error: it names the student's own line
     return pipeline, shown_name(site, t)
 
 
