@@ -77,14 +77,9 @@ def main(spec_path: str) -> int:
         for stats in recipe.train(
             model, images, labels, pipeline, spec["hyp"], device, spec.get("outputs_are_probabilities", False), progress
         ):
-            state = {
-                k: v.detach().to("cpu").contiguous().clone()
-                for k, v in model.state_dict().items()
-                if isinstance(v, torch.Tensor)
-            }
             name = f"epoch_{stats.epoch:03d}"
-            _write_atomic(out / (name + ".safetensors"), save(state))
-            _write_atomic(out / (name + ".json"), json.dumps(stats.__dict__).encode())
+            _write_atomic(out / (name + ".safetensors"), save(stats.weights))
+            _write_atomic(out / (name + ".json"), json.dumps(stats.log_entry()).encode())
     except BaseException as exc:
         err = typed_error(exc, root, "training")
         if isinstance(exc, FloatingPointError):

@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ HYP: dict[str, float | int | bool] = {
     "weight_decay": 5e-4,
     "label_smoothing": 0.1,
     "warmup_fraction": 0.2,  # share of the steps spent rising from 0 to lr
+    "ema_decay": 0.0,  # per-step decay of an average of the weights handed over (0: the raw weights)
     "workers": 2,  # DataLoader worker processes running the student's transforms
     "seed": 0,
 }
@@ -114,6 +115,37 @@ def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
     return max(0.0, (total - step) / max(1, total - warm))
 
 
+class WeightAverage:
+    """An exponential moving average of every float tensor of a state_dict (weights and BN statistics).
+
+    Kept as plain tensors, not a copy of the module, so it works on any ``nn.Module``. The decay
+    ramps up as (1 + step) / (10 + step) so that the early average is not stuck at the initialisation.
+    Integer buffers (BatchNorm's ``num_batches_tracked``) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if k not in self.state:
+                continue
+            if v.dtype.is_floating_point:
+                self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.state[k].copy_(v)
+
+
+def weights_to_hand_over(model: nn.Module, average: WeightAverage | None) -> dict[str, torch.Tensor]:
+    """The one set of weights the trusted side evaluates after an epoch: the average if there is one."""
+    source = average.state if average is not None else model.state_dict()
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in source.items() if isinstance(v, torch.Tensor)}
+
+
 @dataclass
 class EpochStats:
     epoch: int
@@ -122,6 +154,10 @@ class EpochStats:
     lr: float
     seconds: float
     images: int
+    weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # what is handed over
+
+    def log_entry(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "weights"}
 
 
 def train(
@@ -156,6 +192,7 @@ def train(
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, hyp)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    average = WeightAverage(model, float(hyp["ema_decay"])) if float(hyp.get("ema_decay", 0)) > 0 else None
     total_steps = int(hyp["epochs"]) * len(loader)
     step = 0
     for epoch in range(1, int(hyp["epochs"]) + 1):
@@ -181,6 +218,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update(model)
             step += 1
             loss_sum += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
@@ -194,4 +233,5 @@ def train(
             lr=base_lrs[0] * one_cycle(max(0, step - 1), total_steps, float(hyp["warmup_fraction"])),
             seconds=time.perf_counter() - start,
             images=seen,
+            weights=weights_to_hand_over(model, average),
         )

@@ -1,0 +1,54 @@
+"""The training recipe's pieces that do not need data: the weight average and what is handed over."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from grader.training import recipe
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+    )
+
+
+def test_the_average_follows_the_formula_and_copies_integer_buffers():
+    model = tiny_model()
+    average = recipe.WeightAverage(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    average.update(model)  # the first update uses the ramp: d = min(0.9, 2 / 11)
+    d = 2 / 11
+    assert torch.allclose(average.state["0.weight"], d * start + (1 - d) * (start + 1.0))
+    assert int(average.state["1.num_batches_tracked"]) == 7
+    for _ in range(200):
+        average.update(model)
+    assert torch.allclose(average.state["0.weight"], start + 1.0, atol=1e-6)  # converges to a still model
+
+
+def test_without_an_average_the_raw_weights_are_handed_over():
+    model = tiny_model()
+    handed = recipe.weights_to_hand_over(model, None)
+    assert handed.keys() == model.state_dict().keys()
+    assert all(torch.equal(handed[k], v) for k, v in model.state_dict().items())
+    handed["0.weight"].add_(1.0)  # a copy: the model is untouched
+    assert not torch.equal(handed["0.weight"], model.state_dict()["0.weight"])
+
+
+def test_training_with_an_average_hands_over_weights_that_differ_from_the_raw_ones():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (64, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64)
+    hyp = dict(recipe.HYP, epochs=2, batch_size=16, workers=0, ema_decay=0.9)
+    model = tiny_model()
+    stats = list(recipe.train(model, images, labels, None, hyp, torch.device("cpu")))
+    assert [s.epoch for s in stats] == [1, 2]
+    raw = model.state_dict()
+    assert not torch.equal(stats[-1].weights["0.weight"], raw["0.weight"])
+    assert "weights" not in stats[-1].log_entry() and stats[-1].log_entry()["epoch"] == 2
