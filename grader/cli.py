@@ -22,6 +22,9 @@ examples:
                                            when discovery picks the wrong class (or pin it in grade.toml)
   grade sub --rubric course.toml           another course edition's thresholds and points
   grade batch submissions/ --out grades/   a whole class (see: grade batch --help)
+  grade . --no-train --format markdown     the rules table as Markdown (e.g. a GitHub job summary)
+  grade init-ci .                          a GitHub Actions check on every push (see: grade init-ci --help)
+  grade gradescope build --out ag.zip      a Gradescope autograder (see: grade gradescope --help)
 
 exit status: 0 every required rule passed, 1 a rule failed or the submission broke,
              2 usage error or the grader itself could not run.
@@ -36,7 +39,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"grade: error: {message} (grade --help shows every option)\n")
 
 
-USAGE = "grade SUB [options]        (SUB: a folder, a .zip or a .ipynb)\n       grade batch INPUT --out DIR [options]"
+USAGE = (
+    "grade SUB [options]        (SUB: a folder, a .zip or a .ipynb)\n"
+    "       grade batch INPUT --out DIR [options]\n"
+    "       grade init-ci [REPO] | grade gradescope build|run"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--isolation", choices=["auto", "bubblewrap", "landlock", "plain"], default="auto", help="sandbox for the submission's code (default: the strongest that works here: bubblewrap, else Landlock)")  # fmt: skip
     p.add_argument("--accept-unsandboxed", action="store_true", help="decide accuracy even where no filesystem sandbox works (the code could read the test split)")  # fmt: skip
     p.add_argument("--quiet", "-q", action="store_true", help="print only the score line")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="what the terminal gets: the rules table (text), GitHub-flavoured Markdown, or the results JSON")  # fmt: skip
     return p
 
 
@@ -110,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         from grader.batch.cli import main as batch_main
 
         return batch_main(argv[1:])
+    if argv and argv[0] == "gradescope":
+        from grader.integrations.commands import gradescope_main
+
+        return gradescope_main(argv[1:])
+    if argv and argv[0] == "init-ci":
+        from grader.integrations.commands import init_ci_main
+
+        return init_ci_main(argv[1:])
     if "--print-rubric" in argv:
         from grader.rubric import default_rubric_text
 
@@ -220,6 +236,10 @@ def _grade(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=1, default=str))
         print(f"grade: {problem[1]}", file=sys.stderr)
+        if args.format == "markdown":  # a job summary still says why
+            from grader.integrations.markdown import results_markdown
+
+            sys.stdout.write(results_markdown(results))
         return 2
     train = args.train if args.train is not None else _cuda_present()
     from rich.console import Console
@@ -229,7 +249,8 @@ def _grade(
     from grader.report.terminal import print_summary
 
     console = Console(stderr=False)
-    status = console.status("grading", spinner="dots") if not args.quiet and console.is_terminal else None
+    quiet = args.quiet or args.format != "text"  # Markdown and JSON go to stdout alone
+    status = console.status("grading", spinner="dots") if not quiet and console.is_terminal else None
 
     def progress(stage: str, detail: str = "") -> None:
         if status is None:
@@ -279,7 +300,13 @@ def _grade(
         written.append(str(html_path))
     except Exception as exc:  # a report that cannot render must not lose the JSON
         console.print(f"[red]the HTML report could not be written: {exc}[/red]")
-    if args.quiet:
+    if args.format == "markdown":
+        from grader.integrations.markdown import results_markdown
+
+        sys.stdout.write(results_markdown(results))
+    elif args.format == "json":
+        sys.stdout.write(json.dumps(results, indent=1, default=str) + "\n")
+    elif args.quiet:
         console.print(f"{results['score']:g}/{results['max_score']}")
     else:
         print_summary(results, console, written)
