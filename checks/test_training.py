@@ -80,9 +80,20 @@ def test_accuracy(facts, check):
         check.fail("the training job reported no evaluated epoch")
     source = training.get("source", "reproduced by the grader")
     if best < target:
+        message = f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}): {target - best:.2f} points short of {target:g}%"  # fmt: skip
+        claim = (facts.evidence or {}).get("log_verdict") or {}
+        if claim.get("found") and claim.get("best_acc") is not None:
+            message += f"; the student's own log ({claim.get('source')}) shows {claim['best_acc']:.2f}% at epoch {claim.get('best_epoch')}"  # fmt: skip
+        if len(training.get("attempts") or []) > 1:
+            message += f"; {len(training['attempts'])} schedules tried, {training.get('compute_s', 0):.0f} s in all"
         check.fail(
-            f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}), target {target:.0f}%",
-            hint="the grader trains with its own recipe; a model that learns faster reaches the target in fewer epochs",
+            message,
+            hint="the grader trains with its own recipe; a model that learns faster reaches the target in fewer epochs"
+            + (
+                "; a TA can re-run with more epochs (--epochs, or [training] evidence_max_epochs)"
+                if claim.get("reaches_target")
+                else ""
+            ),
             best=best,
         )
     reached = training.get("epochs_to_target")

@@ -140,3 +140,52 @@ def test_the_same_submission_trains_to_the_same_figures(data, tmp_path):
         assert len(epochs) == 2, out[-1500:]
         runs.append([{k: e[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr")} for e in epochs])
     assert runs[0] == runs[1]
+
+
+EVIDENCE_RUBRIC = """
+[rules.accuracy]
+target = 99.0
+
+[training]
+epochs = 2
+batch_size = 32
+lr = 0.8
+evidence_max_epochs = {ceiling}
+"""
+
+
+def blind_with_a_late_log(tmp_path):
+    """A model that cannot learn, whose README log claims the target first at epoch 4 of 4."""
+    sub = tmp_path / "late"
+    shutil.copytree(BASE, sub)
+    model = (sub / "model.py").read_text().replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")  # fmt: skip
+    (sub / "model.py").write_text(model)
+    readme = (sub / "README.md").read_text()
+    start = readme.index("```\nEpoch 1")
+    end = readme.index("```", start + 3) + 3
+    log = "".join(f"Epoch {i}\nTest set: Average loss: 1.0, Accuracy: {a}/10000 ({a / 100:.2f}%)\n" for i, a in ((1, 2000), (2, 3000), (3, 4000), (4, 9950)))  # fmt: skip
+    (sub / "README.md").write_text(readme[:start] + "```\n" + log + "```" + readme[end:])
+    return sub
+
+
+@pytest.mark.parametrize("ceiling", [3, 0])
+def test_a_miss_the_students_log_contradicts_is_retrained_longer_within_the_ceiling(data, tmp_path, ceiling):
+    """The planned 2 epochs miss; the log reached the target at epoch 4: one more schedule, capped at the ceiling."""
+    path = tmp_path / "rubric.toml"
+    path.write_text(EVIDENCE_RUBRIC.format(ceiling=ceiling))
+    code, results, out = run_grade(blind_with_a_late_log(tmp_path), tmp_path / "out", "--train", "--data", str(data), "--rubric", str(path))  # fmt: skip
+    training = results["facts"]["training"]
+    attempts = training["attempts"]
+    accuracy = by_id(results)["accuracy"]
+    assert accuracy["status"] == "failed" and code == 1, out[-2000:]
+    assert "points short of 99%" in accuracy["message"] and "student's own log" in accuracy["message"]
+    if ceiling == 0:
+        assert [a["epochs_planned"] for a in attempts] == [2] and training["epochs_run"] == 2
+        return
+    assert [a["epochs_planned"] for a in attempts] == [2, 3]  # the log's epoch 4, capped at 3
+    assert [a["epochs_run"] for a in attempts] == [2, 3] and training["epochs_run"] == 3
+    assert "first reached 99% at epoch 4" in attempts[1]["why"] and "ceiling is 3" in attempts[1]["why"]
+    assert training["hyp"]["epochs"] == 3
+    assert training["compute_s"] >= attempts[0]["wall_s"] + attempts[1]["wall_s"] - 0.2
+    assert "2 schedules tried" in accuracy["message"]
+    assert "Schedules tried" in (tmp_path / "out" / "report.html").read_text()

@@ -22,7 +22,7 @@ from grader.rubric import max_score
 
 CLASS_SCHEMA = "s6-grader/batch/1"
 HISTOGRAM_BINS = 10
-FIXED_COLUMNS = ["student", "status", "score", "max_score", "bonus", "total", "error_type", "mode", "decided_max", "problems"]  # fmt: skip
+FIXED_COLUMNS = ["student", "status", "score", "max_score", "bonus", "total", "error_type", "mode", "decided_max", "train_epochs", "train_s", "problems"]  # fmt: skip
 TAIL_COLUMNS = ["arch_group", "content_hash", "source"]
 # Column labels of the class table (the full title is the column's tooltip): it must fit a laptop.
 SHORT = {"no_maxpool": "pool", "architecture": "arch", "receptive_field": "RF", "depthwise_separable": "DW",
@@ -108,7 +108,12 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
     decided = [c for c in checks.values() if c.get("status") != "skipped" and not c.get("extra")]
     problems = [f"{c['id']}: {_short(c.get('message', ''))}" for c in checks.values() if c.get("status") in ("failed", "error") and not c.get("extra")]  # fmt: skip
     questions = {q: sum(c.get("points", 0) for c in checks.values() if c.get("question") == q) for q in QUESTIONS}
+    training = (results.get("facts") or {}).get("training") or {}
+    attempts = training.get("attempts") or []
     return {
+        # What the student cost: every epoch trained, over every schedule, and its seconds.
+        "train_epochs": sum(a.get("epochs_run", 0) for a in attempts) if attempts else training.get("epochs_run", ""),
+        "train_s": training.get("compute_s", training.get("wall_s", "")),
         "student": entry.student,
         "status": status_of(results),
         "mode": _mode(results),

@@ -506,6 +506,7 @@ class LogVerdict:
     best_acc: float | None = None
     best_epoch: int | None = None
     reaches_target: bool = False
+    first_at_target: int | None = None  # the first epoch whose test figure reaches the target
     target: float = 85.0
     lines: tuple[int, int] | None = None
     choice: str = ""  # why this source and not another
@@ -553,6 +554,7 @@ def training_log_verdict(parses: list[LogParse], target: float = 85.0) -> LogVer
     missing = _missing(run)
     top = max(run, key=lambda r: r.test_acc)
     reaches = top.test_acc >= target
+    first = next((r.epoch for r in run if r.test_acc >= target), None)
     every = not missing and len(run) >= 2
     where = f"{best.source} (lines {run[0].line}–{run[-1].line})"
     if every:
@@ -584,6 +586,7 @@ def training_log_verdict(parses: list[LogParse], target: float = 85.0) -> LogVer
         best_acc=top.test_acc,
         best_epoch=top.epoch,
         reaches_target=reaches,
+        first_at_target=first,
         target=target,
         lines=(run[0].line, run[-1].line),
         choice=choice,
