@@ -168,18 +168,19 @@ def blind_with_a_late_log(tmp_path):
     return sub
 
 
-@pytest.mark.parametrize("ceiling", [3, 0])
-def test_a_miss_the_students_log_contradicts_is_retrained_longer_within_the_ceiling(data, tmp_path, ceiling):
-    """The planned 2 epochs miss; the log reached the target at epoch 4: one more schedule, capped at the ceiling."""
+@pytest.mark.parametrize("ceiling, args", [(3, ()), (0, ()), (3, ("--epochs", "2"))], ids=["ceiling3", "never", "explicit-epochs"])  # fmt: skip
+def test_a_miss_the_students_log_contradicts_is_retrained_longer_within_the_ceiling(data, tmp_path, ceiling, args):
+    """The planned 2 epochs miss; the log reached the target at epoch 4: one more schedule, capped at the
+    ceiling; none when the rubric says never or the TA asked for an exact schedule with --epochs."""
     path = tmp_path / "rubric.toml"
     path.write_text(EVIDENCE_RUBRIC.format(ceiling=ceiling))
-    code, results, out = run_grade(blind_with_a_late_log(tmp_path), tmp_path / "out", "--train", "--data", str(data), "--rubric", str(path))  # fmt: skip
+    code, results, out = run_grade(blind_with_a_late_log(tmp_path), tmp_path / "out", "--train", "--data", str(data), "--rubric", str(path), *args)  # fmt: skip
     training = results["facts"]["training"]
     attempts = training["attempts"]
     accuracy = by_id(results)["accuracy"]
     assert accuracy["status"] == "failed" and code == 1, out[-2000:]
     assert "points short of 99%" in accuracy["message"] and "student's own log" in accuracy["message"]
-    if ceiling == 0:
+    if ceiling == 0 or args:
         assert [a["epochs_planned"] for a in attempts] == [2] and training["epochs_run"] == 2
         return
     assert [a["epochs_planned"] for a in attempts] == [2, 3]  # the log's epoch 4, capped at 3

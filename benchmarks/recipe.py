@@ -1,0 +1,130 @@
+"""The grader's recipe per model design: epochs to the target, best accuracy, seconds per epoch, and
+the harness's epoch against a bare PyTorch loop.
+
+    python benchmarks/recipe.py --data DIR reference=reference_solution wide=benchmarks/models/highres_ref
+    python benchmarks/recipe.py --logs reference=benchmarks/results/reference_training_log.json
+
+A design is NAME=FOLDER (a submission: model.py with Net, transforms.py with train_transforms),
+trained by `grade FOLDER --train --data DIR --epochs N` (the sandboxed child and the trusted
+evaluation, as a student is graded), or NAME=LOG.json, a training_log.json such a run wrote.
+DIR is an image-folder tree DIR/{train,test}/<class>/*. --ratio adds harness / bare for one epoch
+on --ratio-limit train images (target <= 1.10). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def grade_train(folder: Path, data: Path, epochs: int, out: Path, rubric: Path | None) -> dict:
+    command = [sys.executable, "-m", "grader", str(folder), "--train", "--data", str(data), "--epochs", str(epochs), "--out", str(out), "-q"]  # fmt: skip
+    if rubric is not None:
+        command += ["--rubric", str(rubric)]
+    subprocess.run(command, check=False, cwd=out.parent)
+    log = out / "training_log.json"
+    if not log.is_file():
+        raise SystemExit(f"{folder}: the training job wrote no log (see {out})")
+    return json.loads(log.read_text())
+
+
+def summary(name: str, log: dict) -> dict:
+    epochs = log.get("epochs", [])
+    target = float(log.get("target", 85.0))
+    first = next((e["epoch"] for e in epochs if e["test_acc"] >= target), None)
+    return {
+        "design": name,
+        "epochs": len(epochs),
+        "to_target": first,
+        "best": max((e["test_acc"] for e in epochs), default=None),
+        "s_per_epoch": statistics.median(e["seconds"] for e in epochs) if epochs else None,
+        "target": target,
+    }
+
+
+def _load(folder: Path, module: str):
+    spec = importlib.util.spec_from_file_location(f"design_{module}", folder / f"{module}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(folder))
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def harness_over_bare(folder: Path, data: Path, limit: int) -> float:
+    """One epoch on ``limit`` train images: the grader's sandboxed child ÷ a bare loop in this process."""
+    import torch
+    import torch.nn.functional as F
+    from training import subset
+
+    from grader.training import recipe
+    from grader.training.data import load_split
+
+    tmp = Path(tempfile.mkdtemp())
+    small = subset(data, tmp / "data", limit)
+    out = tmp / "out"
+    out.mkdir()
+    harness = grade_train(folder, small, 1, out / "g", None)["epochs"][0]["seconds"]
+    train = load_split("train", small)
+    hyp = dict(recipe.HYP, workers=1)
+    torch.manual_seed(0)
+    model = _load(folder, "model").Net().to(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(
+        recipe.AugmentedImages(train.images, train.labels, _load(folder, "transforms").train_transforms),
+        batch_size=hyp["batch_size"], shuffle=True, drop_last=True, num_workers=1, persistent_workers=True,
+    )  # fmt: skip
+    opt = recipe.make_optimizer(model, hyp)
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return harness / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("designs", nargs="*", metavar="NAME=FOLDER", help="submissions to train")
+    parser.add_argument("--logs", nargs="*", default=[], metavar="NAME=LOG.json", help="training logs to summarise")
+    parser.add_argument("--data", type=Path, help="image-folder tree (needed to train)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rubric", type=Path)
+    parser.add_argument("--ratio", action="store_true", help="also harness / bare for one epoch")
+    parser.add_argument("--ratio-limit", type=int, default=5000)
+    args = parser.parse_args()
+    if args.designs and args.data is None:
+        parser.error("--data is needed to train a design")
+    rows = []
+    for item in args.logs:
+        name, _, path = item.partition("=")
+        rows.append(summary(name, json.loads(Path(path).read_text())) | {"ratio": None})
+    for item in args.designs:
+        name, _, folder = item.partition("=")
+        folder = Path(folder).resolve()
+        with tempfile.TemporaryDirectory() as tmp:
+            row = summary(name, grade_train(folder, args.data, args.epochs, Path(tmp) / "out", args.rubric))
+        row["ratio"] = harness_over_bare(folder, args.data, args.ratio_limit) if args.ratio else None
+        rows.append(row)
+    print(f"machine: {os.cpu_count()} cores; the grader's recipe and trusted evaluation")
+    print("| design | epochs run | epochs to target | best test acc | s / epoch (median) | harness / bare |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        to = r["to_target"] if r["to_target"] is not None else f"not reached ({r['target']:g}%)"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        print(f"| {r['design']} | {r['epochs']} | {to} | {r['best']:.2f}% | {r['s_per_epoch']:.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
