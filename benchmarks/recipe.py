@@ -30,7 +30,20 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def grade_train(folder: Path, data: Path, epochs: int, out: Path, rubric: Path | None) -> dict:
-    command = [sys.executable, "-m", "grader", str(folder), "--train", "--data", str(data), "--epochs", str(epochs), "--out", str(out), "-q"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "grader",
+        str(folder),
+        "--train",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        "-q",
+    ]
     if rubric is not None:
         command += ["--rubric", str(rubric)]
     subprocess.run(command, check=False, cwd=out.parent)
@@ -82,8 +95,12 @@ def harness_over_bare(folder: Path, data: Path, limit: int) -> float:
     model = _load(folder, "model").Net().to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
         recipe.AugmentedImages(train.images, train.labels, _load(folder, "transforms").train_transforms),
-        batch_size=hyp["batch_size"], shuffle=True, drop_last=True, num_workers=1, persistent_workers=True,
-    )  # fmt: skip
+        batch_size=hyp["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=1,
+        persistent_workers=True,
+    )
     opt = recipe.make_optimizer(model, hyp)
     start = time.perf_counter()
     for x, y in loader:

@@ -51,9 +51,13 @@ def bare_epoch(images: np.ndarray, labels: np.ndarray, hyp: dict, device: torch.
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(
         recipe.AugmentedImages(images, labels, train_transforms),
-        batch_size=hyp["batch_size"], shuffle=True, drop_last=True, num_workers=hyp["workers"],
-        pin_memory=device.type == "cuda", persistent_workers=hyp["workers"] > 0,
-    )  # fmt: skip
+        batch_size=hyp["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=hyp["workers"],
+        pin_memory=device.type == "cuda",
+        persistent_workers=hyp["workers"] > 0,
+    )
     model = Net().to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     # data loader alone
@@ -106,14 +110,31 @@ def main() -> None:
     out = tmp / "out"
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "grader", str(REPO / "reference_solution"), "--train", "--data", str(data), "--epochs", "1",
-         "--out", str(out), "-q", "--device", args.device],
-        check=False, cwd=tmp,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "grader",
+            str(REPO / "reference_solution"),
+            "--train",
+            "--data",
+            str(data),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "-q",
+            "--device",
+            args.device,
+        ],
+        check=False,
+        cwd=tmp,
+    )
     grade_wall = time.perf_counter() - start
     log = json.loads((out / "training_log.json").read_text())
     harness_s = log["epochs"][0]["seconds"]
-    print(f"machine: {os.cpu_count()} cores, device {device}; {len(train)} train images, batch {hyp['batch_size']}, workers {hyp['workers']}")  # fmt: skip
+    print(
+        f"machine: {os.cpu_count()} cores, device {device}; {len(train)} train images, batch {hyp['batch_size']}, workers {hyp['workers']}"
+    )
     print("| measure | value |\n|---|---|")
     print(f"| harness epoch (sandboxed child) | {harness_s:.1f} s |")
     print(f"| bare PyTorch epoch | {bare_s:.1f} s |")

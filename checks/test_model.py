@@ -125,7 +125,11 @@ def test_receptive_field(facts, check):
             hint="add layers, use a dilated convolution, or downsample earlier: each layer after a stride-2 conv adds more",
             **evidence,
         )
-    check.passed(f"RF {rf.rf} at {rf.at_layer} (> {limit})" + (f"; measured {measured.measured}" if measured and measured.measured else ""), **evidence)  # fmt: skip
+    check.passed(
+        f"RF {rf.rf} at {rf.at_layer} (> {limit})"
+        + (f"; measured {measured.measured}" if measured and measured.measured else ""),
+        **evidence,
+    )
 
 
 @rule("depthwise_separable", points=15)
@@ -195,7 +199,9 @@ def test_gap(facts, check):
                 f"({'; '.join(layer.notes)})",
                 hint="use nn.AdaptiveAvgPool2d(1) (or an AvgPool2d whose kernel equals the map size)",
             )
-        check.fail("no global average pooling before the output", hint="add nn.AdaptiveAvgPool2d(1) after the last conv block")  # fmt: skip
+        check.fail(
+            "no global average pooling before the output", hint="add nn.AdaptiveAvgPool2d(1) after the last conv block"
+        )
     gap = globals_[-1]
     after = downstream_ops(graph, gap.node)
     bad = [
@@ -238,7 +244,10 @@ def test_params(facts, check):
             **evidence,
         )
     if p.hidden:
-        check.warn(f"{p.hidden_total:,} values held in buffers/constants besides BN statistics: " + ", ".join(h["name"] for h in p.hidden[:5]))  # fmt: skip
+        check.warn(
+            f"{p.hidden_total:,} values held in buffers/constants besides BN statistics: "
+            + ", ".join(h["name"] for h in p.hidden[:5])
+        )
     check.passed(f"{p.params:,} parameters (< {limit:,})", **evidence)
 
 
@@ -268,4 +277,7 @@ def test_bonus(facts, check):
             "the size reductions are not done by dilated convolutions",
             hint="reduce the size with dilated 3x3 convolutions (no padding, no stride)",
         )
-    check.passed("every size reduction is a dilated convolution: " + "; ".join(layer.node.where() for layer in shrink if layer.is_dilated))  # fmt: skip
+    check.passed(
+        "every size reduction is a dilated convolution: "
+        + "; ".join(layer.node.where() for layer in shrink if layer.is_dilated)
+    )

@@ -9,8 +9,14 @@ def test_augmentations(facts, check):
     found = facts.need("aug")
     for warning in found.warnings:
         check.warn(warning)
-    evidence = {"spelling": found.spelling, "meant": found.meant, "behaviour": found.behaviour, "value_space": found.value_space,
-                "expected_fill": found.expected_fill, "suggestion": found.suggestion}  # fmt: skip
+    evidence = {
+        "spelling": found.spelling,
+        "meant": found.meant,
+        "behaviour": found.behaviour,
+        "value_space": found.value_space,
+        "expected_fill": found.expected_fill,
+        "suggestion": found.suggestion,
+    }
     if found.problems:
         credit = float(check.rule.get("unit_mistake_credit", 0.0))
         if found.unit_mistake and credit and all("fill" in p for p in found.problems):
@@ -80,10 +86,10 @@ def test_accuracy(facts, check):
         check.fail("the training job reported no evaluated epoch")
     source = training.get("source", "reproduced by the grader")
     if best < target:
-        message = f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}): {target - best:.2f} points short of {target:g}%"  # fmt: skip
+        message = f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}): {target - best:.2f} points short of {target:g}%"
         claim = (facts.evidence or {}).get("log_verdict") or {}
         if claim.get("found") and claim.get("best_acc") is not None:
-            message += f"; the student's own log ({claim.get('source')}) shows {claim['best_acc']:.2f}% at epoch {claim.get('best_epoch')}"  # fmt: skip
+            message += f"; the student's own log ({claim.get('source')}) shows {claim['best_acc']:.2f}% at epoch {claim.get('best_epoch')}"
         if len(training.get("attempts") or []) > 1:
             message += f"; {len(training['attempts'])} schedules tried, {training.get('compute_s', 0):.0f} s in all"
         check.fail(

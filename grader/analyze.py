@@ -38,9 +38,13 @@ def analyze_submission(
         "summary": describe_layers(child.layers),
     }
     if child.isolation == "plain":
-        facts.warnings.append("no filesystem sandbox works here (neither bubblewrap nor Landlock): the submission ran in a plain subprocess with limits and could read this machine's files")  # fmt: skip
+        facts.warnings.append(
+            "no filesystem sandbox works here (neither bubblewrap nor Landlock): the submission ran in a plain subprocess with limits and could read this machine's files"
+        )
     elif child.isolation == "landlock":
-        facts.warnings.append("the submission ran under Landlock alone, without bubblewrap's namespaces (filesystem allowlist, TCP denied)")  # fmt: skip
+        facts.warnings.append(
+            "the submission ran under Landlock alone, without bubblewrap's namespaces (filesystem allowlist, TCP denied)"
+        )
     facts.warnings += [note for note in child.notes if "planted" in note or "inside" in note]
     facts.sources = read_sources(submission, disc.py_files, disc.notebooks)
     facts.failure = _model_failure(disc, probe, child)
@@ -61,7 +65,9 @@ def analyze_submission(
     for stub in (probe or {}).get("stubbed_modules", []):
         facts.warnings.append(f"module {stub} is not installed here: the probe used a stand-in for it")
     if (probe or {}).get("datasets_faked"):
-        facts.warnings.append("the code builds a torchvision dataset at import time: the probe gave it 64 random images instead")  # fmt: skip
+        facts.warnings.append(
+            "the code builds a torchvision dataset at import time: the probe gave it 64 random images instead"
+        )
     return facts
 
 
@@ -73,12 +79,18 @@ def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> d
     """The typed reason the model cannot be analysed, or None when a graph should be there."""
     if not disc.models:
         problem = disc.problems[0] if disc.problems else {"type": "model_not_found", "message": "no model found"}
-        return {"type": problem["type"], "message": problem["message"] + ". Point at it with --model FILE:CLASS or grade.toml", "where": ""}  # fmt: skip
+        return {
+            "type": problem["type"],
+            "message": problem["message"] + ". Point at it with --model FILE:CLASS or grade.toml",
+            "where": "",
+        }
     if probe is None or ("build" not in probe.get("steps", {}) and "import" not in probe.get("steps", {})):
         failure = child.failure() or {"type": "crash", "message": "the probe wrote no result"}
         failure.setdefault("where", "")
         if failure["type"] == "timeout":
-            failure["message"] += ": importing or building the model did not finish (training at import time? an endless loop?)"  # fmt: skip
+            failure["message"] += (
+                ": importing or building the model did not finish (training at import time? an endless loop?)"
+            )
         return failure
     errors = [e for e in probe.get("errors", []) if e.get("stage") != "building the transforms"]
     if errors:
@@ -87,9 +99,17 @@ def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> d
         cands = probe.get("candidates", [])
         tried = "; ".join(f"{c['class']}: {c.get('error', {}).get('message', '?')}" for c in cands[:4])
         kinds = {c.get("error", {}).get("type") for c in cands}
-        kind = "cuda_required" if "cuda_required" in kinds else ("wrong_output_shape" if "wrong_output_shape" in kinds else "model_build_failed")  # fmt: skip
+        kind = (
+            "cuda_required"
+            if "cuda_required" in kinds
+            else ("wrong_output_shape" if "wrong_output_shape" in kinds else "model_build_failed")
+        )
         where = next((c["error"].get("where", "") for c in cands if c.get("error", {}).get("where")), "")
-        return {"type": kind, "message": f"no candidate model maps (N, 3, 32, 32) to 10 logits ({tried}). Pass --model FILE:CLASS and --model-kwargs if needed", "where": where}  # fmt: skip
+        return {
+            "type": kind,
+            "message": f"no candidate model maps (N, 3, 32, 32) to 10 logits ({tried}). Pass --model FILE:CLASS and --model-kwargs if needed",
+            "where": where,
+        }
     if probe.get("steps", {}).get("export") != "ok":
         return {"type": "export_failed", "message": "the model was built but its graph was not exported", "where": ""}
     if child.timed_out:
@@ -153,14 +173,25 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
         err = next((e for e in probe.get("errors", []) if e.get("stage") == "building the transforms"), None)
         if err:
             t = disc.transforms
-            pin = f"--transforms {t.file}:{t.name or 'NAME'}" + (" --transforms-kwargs '{...}'" if t.kind in ("function", "class") else "")  # fmt: skip
+            pin = f"--transforms {t.file}:{t.name or 'NAME'}" + (
+                " --transforms-kwargs '{...}'" if t.kind in ("function", "class") else ""
+            )
             where = f" ({err['where']})" if err.get("where") else ""
             assumed = f"; the grader assumed {', '.join(t.assumed)}" if t.assumed else ""
-            facts.aug_failure = {"type": err["type"], "message": f"the grader could not build the train pipeline: {err['message']}{where}{assumed}. Pin how to build it with {pin} (or `transforms` and `transforms_kwargs` in grade.toml)"}  # fmt: skip
+            facts.aug_failure = {
+                "type": err["type"],
+                "message": f"the grader could not build the train pipeline: {err['message']}{where}{assumed}. Pin how to build it with {pin} (or `transforms` and `transforms_kwargs` in grade.toml)",
+            }
         elif disc.torchvision_pipeline:
-            facts.aug_failure = {"type": "not_albumentations", "message": f"the train pipeline at {disc.torchvision_pipeline} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout"}  # fmt: skip
+            facts.aug_failure = {
+                "type": "not_albumentations",
+                "message": f"the train pipeline at {disc.torchvision_pipeline} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout",
+            }
         elif disc.transforms is None:
-            facts.aug_failure = {"type": "not_found", "message": "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME"}  # fmt: skip
+            facts.aug_failure = {
+                "type": "not_found",
+                "message": "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME",
+            }
         return
     trusted_probe = None
     rebuilt = rebuild_pipeline(transforms.get("to_dict"))
@@ -174,10 +205,19 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
                 warnings.simplefilter("ignore")
                 trusted_probe = probe_coarse_dropout(rebuilt)
         except Exception as exc:
-            facts.warnings.append(f"the rebuilt pipeline could not be probed ({type(exc).__name__}); the child's measurement is used")  # fmt: skip
+            facts.warnings.append(
+                f"the rebuilt pipeline could not be probed ({type(exc).__name__}); the child's measurement is used"
+            )
     else:
-        facts.warnings.append("the train pipeline could not be rebuilt from its config (custom transforms?): CoarseDropout's behaviour is the child's own measurement")  # fmt: skip
-    facts.aug_inputs = (transforms, trusted_probe, student_texts(facts.submission, disc), [c.__dict__ for c in disc.aug_calls])  # fmt: skip
+        facts.warnings.append(
+            "the train pipeline could not be rebuilt from its config (custom transforms?): CoarseDropout's behaviour is the child's own measurement"
+        )
+    facts.aug_inputs = (
+        transforms,
+        trusted_probe,
+        student_texts(facts.submission, disc),
+        [c.__dict__ for c in disc.aug_calls],
+    )
     reanalyze_augmentations(facts)
     grid_bytes = _read(facts, out, "augmented.npy")
     if grid_bytes:

@@ -28,18 +28,45 @@ VALUE_CHANGERS = {"Normalize", "ToFloat", "FromFloat"}
 # Attributes worth reading, under the 1.x and the 2.x names.
 KNOWN_ATTRS = (
     # CoarseDropout 1.x
-    "max_holes", "max_height", "max_width", "min_holes", "min_height", "min_width", "fill_value", "mask_fill_value",
+    "max_holes",
+    "max_height",
+    "max_width",
+    "min_holes",
+    "min_height",
+    "min_width",
+    "fill_value",
+    "mask_fill_value",
     # CoarseDropout 2.x
-    "num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask",
+    "num_holes_range",
+    "hole_height_range",
+    "hole_width_range",
+    "fill",
+    "fill_mask",
     # ShiftScaleRotate / Affine
-    "shift_limit", "shift_limit_x", "shift_limit_y", "scale_limit", "rotate_limit", "border_mode", "value",
-    "translate_percent", "translate_px", "scale", "rotate", "shear",
+    "shift_limit",
+    "shift_limit_x",
+    "shift_limit_y",
+    "scale_limit",
+    "rotate_limit",
+    "border_mode",
+    "value",
+    "translate_percent",
+    "translate_px",
+    "scale",
+    "rotate",
+    "shear",
     # Normalize / ToFloat
-    "mean", "std", "max_pixel_value", "normalization",
+    "mean",
+    "std",
+    "max_pixel_value",
+    "normalization",
     # flips, crops
-    "height", "width", "min_height", "min_width",
+    "height",
+    "width",
+    "min_height",
+    "min_width",
     "always_apply",
-)  # fmt: skip
+)
 
 
 def jsonable(v: Any) -> Any:

@@ -25,7 +25,12 @@ PROBE_OUTPUTS = {
     "summary.txt": 2 * MiB,
     "augmented.npy": 5 * MiB,
 }
-TRAIN_OUTPUTS = {"status.json": 1 * MiB, "progress.json": 64 * 1024, "epoch.json": 1 * MiB, "epoch.safetensors": 400 * MiB}  # fmt: skip
+TRAIN_OUTPUTS = {
+    "status.json": 1 * MiB,
+    "progress.json": 64 * 1024,
+    "epoch.json": 1 * MiB,
+    "epoch.safetensors": 400 * MiB,
+}
 
 
 class UnsafeOutput(Exception):

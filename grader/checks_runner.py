@@ -107,7 +107,9 @@ class _Plugin:
                 item, "error", f"the check itself failed: {type(exc).__name__}: {exc}", "", holder, kind="grader_bug"
             )
 
-    def _record(self, item: pytest.Item, status: str, message: str, hint: str, holder: Check | None = None, kind: str = "") -> None:  # fmt: skip
+    def _record(
+        self, item: pytest.Item, status: str, message: str, hint: str, holder: Check | None = None, kind: str = ""
+    ) -> None:
         rule_id, default_points = _rule_of(item)
         spec = self._rubric["rules"].get(rule_id, {})
         max_points = int(spec.get("points", default_points))
@@ -178,16 +180,23 @@ def run_checks(facts: Any, rubric: dict, extra_dirs: list[Path] | None = None) -
     paths = [str(checks_dir()), *dict.fromkeys(str(p) for p in dirs)]
     args = [
         *paths,
-        "-p", "no:cacheprovider",
-        "-p", "no:terminal",
-        "-p", "no:warnings",
-        "-p", "no:timeout",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:terminal",
+        "-p",
+        "no:warnings",
+        "-p",
+        "no:timeout",
         "--import-mode=importlib",
         "--continue-on-collection-errors",
-        "-c", os.devnull,
-        "--rootdir", paths[0],
-        "-o", "markers=rule: ties a check to a rubric rule",
-    ]  # fmt: skip
+        "-c",
+        os.devnull,
+        "--rootdir",
+        paths[0],
+        "-o",
+        "markers=rule: ties a check to a rubric rule",
+    ]
     code = pytest.main(args, plugins=[plugin])
     if code not in (0, 1) and not plugin._results:
         raise RuntimeError(f"the checks could not run (pytest exit {code})")

@@ -55,37 +55,80 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("submission", type=Path, help="the submission: a folder (a repo, or the assignment folder in it), a .zip, or one .ipynb")  # fmt: skip
+    p.add_argument(
+        "submission",
+        type=Path,
+        help="the submission: a folder (a repo, or the assignment folder in it), a .zip, or one .ipynb",
+    )
     from grader import __version__
 
     p.add_argument("--version", action="version", version=f"s6-grader {__version__}")
     train = p.add_mutually_exclusive_group()
-    train.add_argument("--train", dest="train", action="store_true", default=None, help="train the model with the grader's recipe and decide the accuracy rule (default when CUDA is available)")  # fmt: skip
+    train.add_argument(
+        "--train",
+        dest="train",
+        action="store_true",
+        default=None,
+        help="train the model with the grader's recipe and decide the accuracy rule (default when CUDA is available)",
+    )
     train.add_argument(
         "--no-train", dest="train", action="store_false", help="skip training: every other rule in seconds"
     )
-    p.add_argument("--out", type=Path, default=None, help="folder for report.html, results.json and artifacts (default ./grade-out, or ~/.cache/s6-grader/reports/NAME when that would be inside the submission)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for report.html, results.json and artifacts (default ./grade-out, or ~/.cache/s6-grader/reports/NAME when that would be inside the submission)",
+    )
     p.add_argument("--json", type=Path, help="write the results JSON here instead of OUT/results.json")
     p.add_argument("--html", type=Path, help="write the HTML report here instead of OUT/report.html")
     p.add_argument("--model", metavar="FILE:CLASS", help="the model class to grade (relative to the submission)")
     p.add_argument("--model-kwargs", metavar="JSON", help="constructor arguments, e.g. '{\"num_classes\": 10}'")
     p.add_argument("--transforms", metavar="FILE:NAME", help="the train pipeline: a variable, a function or a class")
-    p.add_argument("--transforms-kwargs", metavar="JSON", help="arguments for a pipeline function or class, e.g. '{\"train\": true}'")  # fmt: skip
+    p.add_argument(
+        "--transforms-kwargs",
+        metavar="JSON",
+        help="arguments for a pipeline function or class, e.g. '{\"train\": true}'",
+    )
     p.add_argument("--rubric", type=Path, help="a rubric TOML that replaces the default's values (see --print-rubric)")
     p.add_argument("--print-rubric", action="store_true", help="print the default rubric and exit")
-    p.add_argument("--checks", type=Path, action="append", metavar="DIR", help="a folder of a course's own checks (pytest files with @rule); may repeat")  # fmt: skip
+    p.add_argument(
+        "--checks",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="a folder of a course's own checks (pytest files with @rule); may repeat",
+    )
     data = p.add_argument_group("training data")
     data.add_argument(
         "--data", type=Path, help="image-folder tree DIR/{train,test}/<class>/* (e.g. a private test set)"
     )
-    data.add_argument("--data-dir", type=Path, help="where torchvision's CIFAR-10 is (or is downloaded to); env S6_GRADER_DATA")  # fmt: skip
-    data.add_argument("--weights", type=Path, help="evaluate this checkpoint (safetensors or a state_dict) instead of training")  # fmt: skip
+    data.add_argument(
+        "--data-dir", type=Path, help="where torchvision's CIFAR-10 is (or is downloaded to); env S6_GRADER_DATA"
+    )
+    data.add_argument(
+        "--weights", type=Path, help="evaluate this checkpoint (safetensors or a state_dict) instead of training"
+    )
     data.add_argument("--epochs", type=int, help="planned epochs (within the rubric's cap)")
     data.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    p.add_argument("--isolation", choices=["auto", "bubblewrap", "landlock", "plain"], default="auto", help="sandbox for the submission's code (default: the strongest that works here: bubblewrap, else Landlock)")  # fmt: skip
-    p.add_argument("--accept-unsandboxed", action="store_true", help="decide accuracy even where no filesystem sandbox works (the code could read the test split)")  # fmt: skip
+    p.add_argument(
+        "--isolation",
+        choices=["auto", "bubblewrap", "landlock", "plain"],
+        default="auto",
+        help="sandbox for the submission's code (default: the strongest that works here: bubblewrap, else Landlock)",
+    )
+    p.add_argument(
+        "--accept-unsandboxed",
+        action="store_true",
+        help="decide accuracy even where no filesystem sandbox works (the code could read the test split)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the score line")
-    p.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="what the terminal gets: the rules table (text), GitHub-flavoured Markdown, or the results JSON")  # fmt: skip
+    p.add_argument(
+        "--format",
+        choices=["text", "markdown", "json"],
+        default="text",
+        help="what the terminal gets: the rules table (text), GitHub-flavoured Markdown, or the results JSON",
+    )
     return p
 
 
@@ -191,7 +234,10 @@ def _precheck(folder: Path, args: argparse.Namespace) -> tuple[str, str] | None:
 
     code = next((p for p in folder.rglob("*") if p.suffix in (".py", ".ipynb") and ".venv" not in p.parts), None)
     if code is None:
-        return "model_not_found", f"{args.submission} holds no Python file or notebook to grade (no model; --model FILE:CLASS points at one)"  # fmt: skip
+        return (
+            "model_not_found",
+            f"{args.submission} holds no Python file or notebook to grade (no model; --model FILE:CLASS points at one)",
+        )
     try:
         found = discover(folder)
     except DiscoveryError as exc:
@@ -206,7 +252,10 @@ def _precheck(folder: Path, args: argparse.Namespace) -> tuple[str, str] | None:
             )
     elif not classes and found.problems and found.problems[0]["type"] == "model_not_found":
         files = sorted({*found.py_files, *found.notebooks})[:8]
-        return "model_not_found", f"no nn.Module subclass in {args.submission} (read: {', '.join(files)}); point at the model with --model FILE:CLASS"  # fmt: skip
+        return (
+            "model_not_found",
+            f"no nn.Module subclass in {args.submission} (read: {', '.join(files)}); point at the model with --model FILE:CLASS",
+        )
     if args.transforms:
         file = args.transforms.partition(":")[0]
         if not (folder / file).is_file():

@@ -31,8 +31,26 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", "node_modules", "site-packages", "grade-out",
-             ".ipynb_checkpoints", "wandb", "runs", "lightning_logs", ".idea", ".vscode", ".mypy_cache", ".pytest_cache"}  # fmt: skip
+SKIP_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    "env",
+    "__pycache__",
+    "node_modules",
+    "site-packages",
+    "grade-out",
+    ".ipynb_checkpoints",
+    "wandb",
+    "runs",
+    "lightning_logs",
+    ".idea",
+    ".vscode",
+    ".mypy_cache",
+    ".pytest_cache",
+}
 MAX_FILES = 4000
 MAX_PY_BYTES = 2_000_000
 MAX_NB_BYTES = 50_000_000
@@ -47,10 +65,16 @@ MODEL_FILE_NAMES = {
 MODEL_DIRS = {"src", "models", "model", "network", "networks"}
 # Words that mark the Session 6 assignment (CIFAR-10 + the required layers and augmentations).
 KEYWORDS = {
-    r"CIFAR-?10": 3, r"CoarseDropout": 4, r"dilation\s*=": 3, r"groups\s*=": 2, r"ShiftScaleRotate": 3,
-    r"albumentations": 2, r"HorizontalFlip": 1, r"AdaptiveAvgPool2d|adaptive_avg_pool2d|GAP": 1,
+    r"CIFAR-?10": 3,
+    r"CoarseDropout": 4,
+    r"dilation\s*=": 3,
+    r"groups\s*=": 2,
+    r"ShiftScaleRotate": 3,
+    r"albumentations": 2,
+    r"HorizontalFlip": 1,
+    r"AdaptiveAvgPool2d|adaptive_avg_pool2d|GAP": 1,
     r"\bMNIST\b": -4,
-}  # fmt: skip
+}
 AUG_NAMES = {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine", "Cutout"}
 GENERATED_PREFIX = "_s6_notebook_"  # modules made from notebook cells, in the probe's copy only
 SESSION_FOLDER = re.compile(r"^(s|session|assignment|week|lab|hw|a)[\s_-]*0?6$", re.I)
@@ -174,14 +198,23 @@ def discover(
     if not disc.models and scope is not py:
         disc.models = _model_candidates(py, nb_code, pinned, problems, notes, num_classes)
     if not disc.models:
-        problems.append({
-            "type": "model_not_found",
-            "message": "no nn.Module subclass found in any .py file"
-            + (" (notebooks alone are graded from their cells once the notebook reader is available)" if nb_code else ""),
-        })  # fmt: skip
+        problems.append(
+            {
+                "type": "model_not_found",
+                "message": "no nn.Module subclass found in any .py file"
+                + (
+                    " (notebooks alone are graded from their cells once the notebook reader is available)"
+                    if nb_code
+                    else ""
+                ),
+            }
+        )
     disc.aug_calls = _aug_calls(scope, nb_scope) or _aug_calls(py, nb_code)
     found = _transform_candidates(scope, pinned) or _transform_candidates(py, pinned)
-    for piece, file in [("the model", disc.models[0].file if disc.models else None), ("the train pipeline", found[0].file if found else None)]:  # fmt: skip
+    for piece, file in [
+        ("the model", disc.models[0].file if disc.models else None),
+        ("the train pipeline", found[0].file if found else None),
+    ]:
         if assignment and file and not _under(file, assignment):
             notes.append(f"warning: {piece} comes from {file}, outside the assignment folder {assignment}/")
     if found:
@@ -192,7 +225,9 @@ def discover(
             chosen.slice_file = (folder + "/" if folder else "") + f"{SLICE_PREFIX}{base}"
             generated[chosen.slice_file] = chosen.slice_source
             disc.locations[chosen.slice_file] = {"source": chosen.file, "lines": None}
-            notes.append(f"the train pipeline is built from {chosen.file} alone: its A.Compose and what it needs, nothing else of the file runs")  # fmt: skip
+            notes.append(
+                f"the train pipeline is built from {chosen.file} alone: its A.Compose and what it needs, nothing else of the file runs"
+            )
     else:
         notes.append("no albumentations train pipeline found in the .py files")
         tv = _torchvision_pipeline(scope) or _torchvision_pipeline(py)
@@ -384,9 +419,7 @@ def _dotted(node: ast.AST) -> str:
 
 
 def _calls_to(tree: ast.AST, names: set[str]) -> list[ast.Call]:
-    return [
-        n for n in ast.walk(tree) if isinstance(n, ast.Call) and _dotted(n.func).split(".")[-1] in names
-    ]  # fmt: skip
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _dotted(n.func).split(".")[-1] in names]
 
 
 def _literal(node: ast.AST, constants: dict[str, Any]) -> Any:
@@ -422,14 +455,26 @@ def _model_candidates(
             raise DiscoveryError(f"--model/grade.toml model must be FILE:CLASS, not {spec!r}")
         file, cls = spec.rsplit(":", 1)
         kwargs = pinned.get("model_kwargs") or {}
-        return [ModelCandidate(file, cls, 0, 100.0, ["named by " + ("grade.toml" if pinned.get("from_grade_toml") else "--model")], [], dict(kwargs))]  # fmt: skip
+        return [
+            ModelCandidate(
+                file,
+                cls,
+                0,
+                100.0,
+                ["named by " + ("grade.toml" if pinned.get("from_grade_toml") else "--model")],
+                [],
+                dict(kwargs),
+            )
+        ]
     broken = [f for f in files.values() if f.tree is None]
     classes = _module_classes(files)
     # A file that does not parse may still hold the model: the probe reports the syntax error.
     for f in broken:
         for m in re.finditer(r"^class\s+(\w+)\s*\(([^)]*Module[^)]*)\)", f.text, re.M):
             line = f.text[: m.start()].count("\n") + 1
-            classes.setdefault(m.group(1), []).append((f.rel, ast.ClassDef(name=m.group(1), bases=[], keywords=[], body=[], decorator_list=[], lineno=line)))  # fmt: skip
+            classes.setdefault(m.group(1), []).append(
+                (f.rel, ast.ClassDef(name=m.group(1), bases=[], keywords=[], body=[], decorator_list=[], lineno=line))
+            )
             problems.append({"type": "syntax_error", "message": f.error or f"{f.rel} does not parse"})
     if not classes:
         return []
@@ -495,7 +540,10 @@ def _model_candidates(
             _call_site_args(cand, sites, notes)
             if pinned.get("model_kwargs"):  # --model-kwargs / grade.toml without --model: for every class
                 cand.kwargs = cand.kwargs | dict(pinned["model_kwargs"])
-                cand.reasons.append("constructor arguments from " + ("grade.toml" if pinned.get("from_grade_toml") else "--model-kwargs"))  # fmt: skip
+                cand.reasons.append(
+                    "constructor arguments from "
+                    + ("grade.toml" if pinned.get("from_grade_toml") else "--model-kwargs")
+                )
             out += _with_suggested_args(cand, node, num_classes)
     out.sort(key=lambda c: (-c.score, c.file, c.line))
     return out
@@ -513,7 +561,16 @@ def _with_suggested_args(cand: ModelCandidate, node: ast.ClassDef, num_classes: 
     options = [suggestions(node, p, num_classes) for p in missing]
     out = []
     for combo in itertools.islice(itertools.product(*options), MAX_ASSUMED_COMBINATIONS):
-        alt = ModelCandidate(cand.file, cand.cls, cand.line, cand.score - 0.01 * len(out), list(cand.reasons), list(cand.args), dict(cand.kwargs), list(cand.required_params))  # fmt: skip
+        alt = ModelCandidate(
+            cand.file,
+            cand.cls,
+            cand.line,
+            cand.score - 0.01 * len(out),
+            list(cand.reasons),
+            list(cand.args),
+            dict(cand.kwargs),
+            list(cand.required_params),
+        )
         for param, (value, why) in zip(missing, combo, strict=True):
             alt.kwargs[param] = value
             alt.assumed.append(f"assumed {param}={value!r} ({why})")
@@ -545,7 +602,9 @@ def _call_site_args(cand: ModelCandidate, sites: list[tuple[str, ast.Call, Sourc
             cand.reasons.append(f"constructor arguments from {rel}:{call.lineno}")
         return
     if cand.required_params and sites:
-        notes.append(f"{cand.cls} needs {', '.join(cand.required_params)} and no call site has values known without running the code: the grader tries values the class suggests; pin others with --model-kwargs")  # fmt: skip
+        notes.append(
+            f"{cand.cls} needs {', '.join(cand.required_params)} and no call site has values known without running the code: the grader tries values the class suggests; pin others with --model-kwargs"
+        )
 
 
 # ---- transforms ---------------------------------------------------------------------------------
@@ -620,7 +679,9 @@ def _container(call: ast.Call, parents: dict[int, ast.AST], rel: str) -> Transfo
 def _pipeline_args(cand: TransformsCandidate, tree: ast.Module, files: dict[str, _PyFile]) -> None:
     """Arguments for a pipeline function or class: from a call site whose values the source gives
     (preferring one that asks for the train pipeline), else by the parameters' names (mean, std...)."""
-    definition = next((s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.ClassDef)) and s.name == cand.name), None)  # fmt: skip
+    definition = next(
+        (s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.ClassDef)) and s.name == cand.name), None
+    )
     if isinstance(definition, ast.ClassDef):
         definition = next((b for b in definition.body if isinstance(b, ast.FunctionDef) and b.name == "__init__"), None)
         skip = 1
@@ -641,7 +702,10 @@ def _pipeline_args(cand: TransformsCandidate, tree: ast.Module, files: dict[str,
                 kwargs = {k.arg: values.value(k.value) for k in call.keywords if k.arg}
             except Unresolved:
                 continue
-            says_train = any(v is True for k, v in kwargs.items() if "train" in k.lower()) or "train" in ast.unparse(call).lower()  # fmt: skip
+            says_train = (
+                any(v is True for k, v in kwargs.items() if "train" in k.lower())
+                or "train" in ast.unparse(call).lower()
+            )
             says_test = any(v is False for k, v in kwargs.items() if "train" in k.lower())
             sites.append((not says_train, says_test, rel, call.lineno, args, kwargs))
     if sites:
@@ -654,7 +718,9 @@ def _pipeline_args(cand: TransformsCandidate, tree: ast.Module, files: dict[str,
             continue
         guess = guess_value(name)
         cand.kwargs[name] = guess[0] if guess else None
-        cand.assumed.append(f"assumed {name}={cand.kwargs[name]!r} ({guess[1] if guess else 'no value suggested by the code'})")  # fmt: skip
+        cand.assumed.append(
+            f"assumed {name}={cand.kwargs[name]!r} ({guess[1] if guess else 'no value suggested by the code'})"
+        )
 
 
 def _torchvision_pipeline(files: dict[str, _PyFile]) -> str | None:
@@ -690,5 +756,7 @@ def _aug_calls(files: dict[str, _PyFile], notebooks: dict[str, str]) -> list[Sou
                 except (ValueError, SyntaxError, TypeError):
                     kwargs[k.arg] = {"expr": ast.unparse(k.value)}
             snippet = ast.get_source_segment(text, call) or ast.unparse(call)
-            out.append(SourceCall(_dotted(call.func).split(".")[-1], rel, call.lineno, snippet[:400], kwargs, len(call.args)))  # fmt: skip
+            out.append(
+                SourceCall(_dotted(call.func).split(".")[-1], rel, call.lineno, snippet[:400], kwargs, len(call.args))
+            )
     return out

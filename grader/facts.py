@@ -39,10 +39,14 @@ class Facts:
         if what in ("graph", "rf", "params"):
             reason = self.failure or {"type": "not_analysed", "message": "the model was not analysed"}
             where = f" ({reason['where']})" if reason.get("where") else ""
-            raise Undecidable(f"the model could not be analysed: {reason['type']}{where}: {reason['message']}", reason["type"])  # fmt: skip
+            raise Undecidable(
+                f"the model could not be analysed: {reason['type']}{where}: {reason['message']}", reason["type"]
+            )
         if what == "aug":
             reason = self.aug_failure or {"type": "not_found", "message": "no train transforms were found"}
-            raise Undecidable(f"the train transforms could not be analysed: {reason['type']}: {reason['message']}", reason["type"])  # fmt: skip
+            raise Undecidable(
+                f"the train transforms could not be analysed: {reason['type']}: {reason['message']}", reason["type"]
+            )
         if what == "training":
             raise NotRun(self.training_skipped)
         if what == "evidence":

@@ -183,7 +183,9 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         facts.evidence = collect_evidence(facts, disc, rubric)
         for nb in facts.evidence.get("notebooks", []):
             if nb.get("out_of_order"):
-                facts.warnings.append(f"{nb['path']}: {nb.get('order_note', 'cells ran out of order')}; its outputs may not come from the code as it reads")  # fmt: skip
+                facts.warnings.append(
+                    f"{nb['path']}: {nb.get('order_note', 'cells ran out of order')}; its outputs may not come from the code as it reads"
+                )
         checks = run_checks(facts, rubric, opts.extra_check_dirs)
         results["checks"] = [c.to_dict() for c in checks]
         results["score"] = round(sum(c.points for c in checks if not c.extra), 2)
@@ -200,7 +202,11 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         _keep_artifacts(probe_out, opts.out_dir, facts.warnings)
         results["facts"]["artifacts"] = str(opts.out_dir)
     except Exception as exc:  # the grader's own failure: still a result, typed
-        results["error"] = {"type": "grader_error", "message": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}  # fmt: skip
+        results["error"] = {
+            "type": "grader_error",
+            "message": f"{type(exc).__name__}: {exc}",
+            "trace": traceback.format_exc()[-3000:],
+        }
     finally:
         results["timings"]["total_s"] = round(time.monotonic() - started, 2)
         shutil.rmtree(work, ignore_errors=True)

@@ -14,9 +14,20 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 RULE_IDS = (
-    "no_maxpool", "architecture", "receptive_field", "depthwise_separable", "dilated", "gap", "gpu",
-    "params", "augmentations", "accuracy", "training_log", "readme", "bonus",
-)  # fmt: skip
+    "no_maxpool",
+    "architecture",
+    "receptive_field",
+    "depthwise_separable",
+    "dilated",
+    "gap",
+    "gpu",
+    "params",
+    "augmentations",
+    "accuracy",
+    "training_log",
+    "readme",
+    "bonus",
+)
 
 
 class RubricError(Exception):
@@ -62,7 +73,9 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
     markers = collect_rule_markers(dirs)
     unknown = set(override.get("rules", {})) - set(RULE_IDS) - set(markers)
     if unknown:
-        raise RubricError(f"rubric {path} names unknown rules: {', '.join(sorted(unknown))} (known: {', '.join([*RULE_IDS, *markers])})")  # fmt: skip
+        raise RubricError(
+            f"rubric {path} names unknown rules: {', '.join(sorted(unknown))} (known: {', '.join([*RULE_IDS, *markers])})"
+        )
     _check_keys(override, rubric, path)
     rubric = _merge(rubric, override)
     for rule_id, points in markers.items():  # a course rule the rubric leaves out: the marker's points
@@ -113,10 +126,21 @@ def collect_rule_markers(dirs: list[Path]) -> dict[str, int]:
                 if not isinstance(node, ast.FunctionDef):
                     continue
                 for deco in node.decorator_list:
-                    if isinstance(deco, ast.Call) and getattr(deco.func, "id", getattr(deco.func, "attr", "")) == "rule" and deco.args:  # fmt: skip
+                    if (
+                        isinstance(deco, ast.Call)
+                        and getattr(deco.func, "id", getattr(deco.func, "attr", "")) == "rule"
+                        and deco.args
+                    ):
                         first = deco.args[0]
                         if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                            points = next((k.value.value for k in deco.keywords if k.arg == "points" and isinstance(k.value, ast.Constant)), 0)  # fmt: skip
+                            points = next(
+                                (
+                                    k.value.value
+                                    for k in deco.keywords
+                                    if k.arg == "points" and isinstance(k.value, ast.Constant)
+                                ),
+                                0,
+                            )
                             out.setdefault(first.value, int(points))
     return out
 

@@ -49,8 +49,15 @@ class SourceValues:
             items = [self.value(e, depth + 1) for e in node.elts]
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Dict) and None not in node.keys:
-            return {self.value(k, depth + 1): self.value(v, depth + 1) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]  # fmt: skip
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len" and len(node.args) == 1:  # fmt: skip
+            return {
+                self.value(k, depth + 1): self.value(v, depth + 1) for k, v in zip(node.keys, node.values, strict=True)
+            }  # type: ignore[arg-type]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "len"
+            and len(node.args) == 1
+        ):
             try:
                 return len(self.value(node.args[0], depth + 1))
             except TypeError as exc:
@@ -95,7 +102,9 @@ def _argparse_defaults(tree: ast.Module) -> dict[str, Any]:
     """dest -> default of every ``add_argument("--name", default=...)`` in the module."""
     out: dict[str, Any] = {}
     for call in ast.walk(tree):
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "add_argument"):  # fmt: skip
+        if not (
+            isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "add_argument"
+        ):
             continue
         flags = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         keywords = {k.arg: k.value for k in call.keywords if k.arg}
@@ -115,7 +124,9 @@ def _argparse_defaults(tree: ast.Module) -> dict[str, Any]:
     return out
 
 
-CLASS_COUNT_NAMES = re.compile(r"(num|n|number|no)_?of_?classes|n?classes|num_?class|n_?out(puts)?|num_?outputs|out_?classes", re.I)  # fmt: skip
+CLASS_COUNT_NAMES = re.compile(
+    r"(num|n|number|no)_?of_?classes|n?classes|num_?class|n_?out(puts)?|num_?outputs|out_?classes", re.I
+)
 
 
 def suggestions(cls: ast.ClassDef, param: str, num_classes: int) -> list[tuple[Any, str]]:
@@ -177,7 +188,11 @@ def _compared_strings(cls: ast.ClassDef, names: set[str]) -> list[tuple[str, int
             return node.id in names
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
             return node.attr in names
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("lower", "upper", "strip"):  # fmt: skip
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("lower", "upper", "strip")
+        ):
             return named(node.func.value)
         return False
 
@@ -232,7 +247,18 @@ def guess_value(name: str) -> tuple[Any, str] | None:
         return DATASET_MEAN, "the CIFAR-10 mean (0-1 units)"
     if "std" in n:
         return DATASET_STD, "the CIFAR-10 std (0-1 units)"
-    if n in ("img_size", "image_size", "input_size", "size", "height", "width", "img_height", "img_width", "resolution", "crop_size"):  # fmt: skip
+    if n in (
+        "img_size",
+        "image_size",
+        "input_size",
+        "size",
+        "height",
+        "width",
+        "img_height",
+        "img_width",
+        "resolution",
+        "crop_size",
+    ):
         return 32, "CIFAR-10 images are 32x32"
     if "train" in n:
         return True, "the train pipeline is the one graded"

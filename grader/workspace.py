@@ -18,7 +18,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-COPY_SKIP_DIRS = {".git", ".venv", "venv", "env", "__pycache__", "node_modules", "wandb", "runs", "grade-out", ".ipynb_checkpoints"}  # fmt: skip
+COPY_SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "env",
+    "__pycache__",
+    "node_modules",
+    "wandb",
+    "runs",
+    "grade-out",
+    ".ipynb_checkpoints",
+}
 COPY_MAX_FILE = 20 * 1024 * 1024  # data and checkpoints stay behind: the probe needs code
 COPY_MAX_TEXT = 60 * 1024 * 1024  # notebooks with their plots, long logs: the evidence needs them
 TEXT_SUFFIXES = {".ipynb", ".md", ".txt", ".log", ".csv", ".json"}

@@ -108,7 +108,14 @@ def test_grade_dot_writes_its_report_outside_the_repository(tmp_path):
     shutil.copytree(BASE, sub)
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("S6_GRADER_DATA", None)
-    proc = subprocess.run([sys.executable, "-m", "grader", ".", "--no-train"], capture_output=True, text=True, cwd=sub, env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader", ".", "--no-train"],
+        capture_output=True,
+        text=True,
+        cwd=sub,
+        env=env,
+        timeout=300,
+    )
     assert not (sub / "grade-out").exists()
     report = tmp_path / "cache" / "s6-grader" / "reports" / "repo" / "report.html"
     assert report.is_file(), proc.stdout[-1000:] + proc.stderr[-1000:]

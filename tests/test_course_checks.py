@@ -36,7 +36,11 @@ def test_course_checks_run_with_the_rubrics_points(tmp_path):
 def test_a_course_check_can_fail_with_its_hint(tmp_path):
     sub = tmp_path / "sub"
     shutil.copytree(BASE, sub)
-    model = (sub / "model.py").read_text().replace("nn.BatchNorm2d(16), nn.ReLU(),", "nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.05),")  # fmt: skip
+    model = (
+        (sub / "model.py")
+        .read_text()
+        .replace("nn.BatchNorm2d(16), nn.ReLU(),", "nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.05),")
+    )
     (sub / "model.py").write_text(model)
     _, results, _ = run_grade(sub, tmp_path / "out", "--no-train", "--checks", str(EXAMPLE))
     check = by_id(results)["dropout_layers"]
@@ -52,7 +56,11 @@ def test_a_course_check_can_fail_with_its_hint(tmp_path):
 def test_a_rubric_naming_an_unknown_rule_is_a_usage_error(tmp_path):
     rubric = tmp_path / "r.toml"
     rubric.write_text("[rules.dropout_layer]\npoints = 5\n")
-    proc = subprocess.run([sys.executable, "-m", "grader", str(BASE), "--no-train", "--rubric", str(rubric), "--checks", str(EXAMPLE)], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader", str(BASE), "--no-train", "--rubric", str(rubric), "--checks", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "dropout_layer" in proc.stderr and "dropout_layers" in proc.stderr  # the known ones are listed
 
@@ -61,7 +69,25 @@ def test_course_rules_are_columns_of_the_gradebook(tmp_path):
     subs = tmp_path / "subs"
     shutil.copytree(BASE, subs / "alice")
     out = tmp_path / "grades"
-    proc = subprocess.run([sys.executable, "-m", "grader", "batch", str(subs), "--out", str(out), "--no-train", "--jobs", "1", "--rubric", str(COURSE / "rubric.toml")], capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader",
+            "batch",
+            str(subs),
+            "--out",
+            str(out),
+            "--no-train",
+            "--jobs",
+            "1",
+            "--rubric",
+            str(COURSE / "rubric.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (out / "grades.csv").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = list(csv.DictReader((out / "grades.csv").open()))
     header = rows[0].keys()

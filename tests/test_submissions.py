@@ -16,8 +16,19 @@ from grading import by_id, run_grade
 
 RULES_FAILING = {name: m for name, m in MUTATIONS.items() if m.fails}
 BROKEN = {name: m for name, m in MUTATIONS.items() if m.error}
-DECIDED_WITHOUT_TRAINING = {"no_maxpool", "architecture", "receptive_field", "depthwise_separable", "dilated", "gap",
-                            "gpu", "params", "augmentations", "training_log", "readme"}  # fmt: skip
+DECIDED_WITHOUT_TRAINING = {
+    "no_maxpool",
+    "architecture",
+    "receptive_field",
+    "depthwise_separable",
+    "dilated",
+    "gap",
+    "gpu",
+    "params",
+    "augmentations",
+    "training_log",
+    "readme",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -232,7 +243,11 @@ def test_a_pipeline_the_grader_cannot_build_is_its_limitation_with_the_pin(tmp_p
 
     sub = tmp_path / "sub"
     shutil.copytree(BASE, sub)
-    text = (sub / "transforms.py").read_text().replace("train_transforms = A.Compose(", "def get_train(size):\n    return A.Compose(")  # fmt: skip
+    text = (
+        (sub / "transforms.py")
+        .read_text()
+        .replace("train_transforms = A.Compose(", "def get_train(size):\n    return A.Compose(")
+    )
     text = text.replace(
         "        A.HorizontalFlip(),", "        A.Resize(size[0], size[1]),\n        A.HorizontalFlip(),"
     )

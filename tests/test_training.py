@@ -62,7 +62,9 @@ def test_trained_weights_are_saved_and_reevaluate_to_the_same_accuracy(trained, 
     _, results, _, out_dir = trained
     weights = out_dir / "trained.safetensors"
     assert weights.is_file()
-    _code, again, _out = run_grade(BASE, tmp_path / "out", "--weights", str(weights), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    _code, again, _out = run_grade(
+        BASE, tmp_path / "out", "--weights", str(weights), "--data", str(data), "--rubric", rubric(tmp_path)
+    )
     training = again["facts"]["training"]
     assert training["source"] == "checkpoint accuracy"
     assert training["best_test_acc"] == pytest.approx(results["facts"]["training"]["epochs"][-1]["test_acc"], abs=0.01)
@@ -75,20 +77,42 @@ def test_a_state_dict_checkpoint_loads_weights_only(trained, data, tmp_path):
     _, results, _, out_dir = trained
     state = {"module." + k: v for k, v in load_file(str(out_dir / "trained.safetensors")).items()}  # DataParallel keys
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")
-    _, again, _ = run_grade(BASE, tmp_path / "out", "--weights", str(tmp_path / "ckpt.pt"), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
-    assert again["facts"]["training"]["best_test_acc"] == pytest.approx(results["facts"]["training"]["epochs"][-1]["test_acc"], abs=0.01)  # fmt: skip
+    _, again, _ = run_grade(
+        BASE,
+        tmp_path / "out",
+        "--weights",
+        str(tmp_path / "ckpt.pt"),
+        "--data",
+        str(data),
+        "--rubric",
+        rubric(tmp_path),
+    )
+    assert again["facts"]["training"]["best_test_acc"] == pytest.approx(
+        results["facts"]["training"]["epochs"][-1]["test_acc"], abs=0.01
+    )
 
 
 def test_corrupt_and_mismatched_weights_are_typed_errors(trained, data, tmp_path):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00not a safetensors file" * 10)
-    _, results, _ = run_grade(BASE, tmp_path / "a", "--weights", str(corrupt), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    _, results, _ = run_grade(
+        BASE, tmp_path / "a", "--weights", str(corrupt), "--data", str(data), "--rubric", rubric(tmp_path)
+    )
     assert results["facts"]["training"]["error"]["type"] == "bad_checkpoint"
     assert by_id(results)["accuracy"]["status"] == "failed"
     # Weights of another model (wider C4) do not fit this graph.
     other = build("too_many_params", tmp_path / "other")
     _, _, _, out_dir = trained
-    _, results, _ = run_grade(other, tmp_path / "b", "--weights", str(out_dir / "trained.safetensors"), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    _, results, _ = run_grade(
+        other,
+        tmp_path / "b",
+        "--weights",
+        str(out_dir / "trained.safetensors"),
+        "--data",
+        str(data),
+        "--rubric",
+        rubric(tmp_path),
+    )
     assert results["facts"]["training"]["error"]["type"] == "weights_mismatch"
     assert "c4.0.weight" in results["facts"]["training"]["error"]["message"]
 
@@ -104,9 +128,15 @@ def test_missing_data_skips_the_rule_in_one_line(tmp_path):
 def test_a_model_that_cannot_learn_fails_at_the_cap(data, tmp_path):
     sub = tmp_path / "blind"
     shutil.copytree(BASE, sub)
-    model = (sub / "model.py").read_text().replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")  # fmt: skip
+    model = (
+        (sub / "model.py")
+        .read_text()
+        .replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")
+    )
     (sub / "model.py").write_text(model)
-    code, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=2))  # fmt: skip
+    code, results, out = run_grade(
+        sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=2)
+    )
     training = results["facts"]["training"]
     assert training["epochs_run"] == 2 and not training.get("stopped_early")
     accuracy = by_id(results)["accuracy"]
@@ -125,7 +155,9 @@ def test_the_student_code_cannot_read_the_test_split(data, tmp_path):
         "if LEAKED:\n    raise RuntimeError('the test split is readable from the sandbox')\n"
     )
     (sub / "model.py").write_text(snoop + (sub / "model.py").read_text())
-    _, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=1))  # fmt: skip
+    _, results, out = run_grade(
+        sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=1)
+    )
     assert results["error"] is None, results["error"]  # the probe could not read it either
     training = results["facts"]["training"]
     assert training["error"] is None and training["epochs_run"] == 1, (training["error"], out)
@@ -135,7 +167,15 @@ def test_the_same_submission_trains_to_the_same_figures(data, tmp_path):
     """Reproducible on the CPU: every generator is seeded (init, data order, workers, albumentations)."""
     runs = []
     for i in range(2):
-        _, results, out = run_grade(BASE, tmp_path / f"out{i}", "--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=2))  # fmt: skip
+        _, results, out = run_grade(
+            BASE,
+            tmp_path / f"out{i}",
+            "--train",
+            "--data",
+            str(data),
+            "--rubric",
+            rubric(tmp_path, target=101, epochs=2),
+        )
         epochs = results["facts"]["training"]["epochs"]
         assert len(epochs) == 2, out[-1500:]
         runs.append([{k: e[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr")} for e in epochs])
@@ -158,23 +198,34 @@ def blind_with_a_late_log(tmp_path):
     """A model that cannot learn, whose README log claims the target first at epoch 4 of 4."""
     sub = tmp_path / "late"
     shutil.copytree(BASE, sub)
-    model = (sub / "model.py").read_text().replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")  # fmt: skip
+    model = (
+        (sub / "model.py")
+        .read_text()
+        .replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")
+    )
     (sub / "model.py").write_text(model)
     readme = (sub / "README.md").read_text()
     start = readme.index("```\nEpoch 1")
     end = readme.index("```", start + 3) + 3
-    log = "".join(f"Epoch {i}\nTest set: Average loss: 1.0, Accuracy: {a}/10000 ({a / 100:.2f}%)\n" for i, a in ((1, 2000), (2, 3000), (3, 4000), (4, 9950)))  # fmt: skip
+    log = "".join(
+        f"Epoch {i}\nTest set: Average loss: 1.0, Accuracy: {a}/10000 ({a / 100:.2f}%)\n"
+        for i, a in ((1, 2000), (2, 3000), (3, 4000), (4, 9950))
+    )
     (sub / "README.md").write_text(readme[:start] + "```\n" + log + "```" + readme[end:])
     return sub
 
 
-@pytest.mark.parametrize("ceiling, args", [(3, ()), (0, ()), (3, ("--epochs", "2"))], ids=["ceiling3", "never", "explicit-epochs"])  # fmt: skip
+@pytest.mark.parametrize(
+    "ceiling, args", [(3, ()), (0, ()), (3, ("--epochs", "2"))], ids=["ceiling3", "never", "explicit-epochs"]
+)
 def test_a_miss_the_students_log_contradicts_is_retrained_longer_within_the_ceiling(data, tmp_path, ceiling, args):
     """The planned 2 epochs miss; the log reached the target at epoch 4: one more schedule, capped at the
     ceiling; none when the rubric says never or the TA asked for an exact schedule with --epochs."""
     path = tmp_path / "rubric.toml"
     path.write_text(EVIDENCE_RUBRIC.format(ceiling=ceiling))
-    code, results, out = run_grade(blind_with_a_late_log(tmp_path), tmp_path / "out", "--train", "--data", str(data), "--rubric", str(path), *args)  # fmt: skip
+    code, results, out = run_grade(
+        blind_with_a_late_log(tmp_path), tmp_path / "out", "--train", "--data", str(data), "--rubric", str(path), *args
+    )
     training = results["facts"]["training"]
     attempts = training["attempts"]
     accuracy = by_id(results)["accuracy"]

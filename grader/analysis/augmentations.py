@@ -20,7 +20,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-V1_NAMES = ("max_holes", "max_height", "max_width", "min_holes", "min_height", "min_width", "fill_value", "mask_fill_value")  # fmt: skip
+V1_NAMES = (
+    "max_holes",
+    "max_height",
+    "max_width",
+    "min_holes",
+    "min_height",
+    "min_width",
+    "fill_value",
+    "mask_fill_value",
+)
 V2_NAMES = ("num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask")
 IGNORED_WARNING = re.compile(r"not valid for transform CoarseDropout|Argument\(s\) '[^']*max_holes", re.I)
 
@@ -167,7 +176,9 @@ def analyze(
                 f.notes.append("A.Affine stands in for ShiftScaleRotate (the rubric accepts it)")
                 present = True
             else:
-                f.problems.append("ShiftScaleRotate is missing: A.Affine is used instead (the assignment asks for ShiftScaleRotate)")  # fmt: skip
+                f.problems.append(
+                    "ShiftScaleRotate is missing: A.Affine is used instead (the assignment asks for ShiftScaleRotate)"
+                )
                 f.found[name] = False
                 continue
         f.found[name] = present
@@ -177,7 +188,9 @@ def analyze(
         t = next((t for t in leaves if t["class"] in (name, "Affine" if name == "ShiftScaleRotate" else name)), None)
         module = str((t or {}).get("module") or "albumentations")
         if not module.startswith("albumentations"):
-            f.problems.append(f"{name} in the train pipeline is the submission's own class (from {module}), not albumentations' A.{name}")  # fmt: skip
+            f.problems.append(
+                f"{name} in the train pipeline is the submission's own class (from {module}), not albumentations' A.{name}"
+            )
             f.found[name] = False
             continue
         if t is not None and isinstance(t.get("p"), (int, float)) and t["p"] <= 0:
@@ -217,7 +230,9 @@ def _coarse_dropout(
     v2 = [k for k in kwargs if k in V2_NAMES]
     f.spelling = "mixed" if v1 and v2 else ("1.x" if v1 else "2.x")
     if f.spelling == "mixed":
-        f.warnings.append(f"CoarseDropout mixes 1.x names ({', '.join(v1)}) and 2.x names ({', '.join(v2)}); judged by the 1.x names")  # fmt: skip
+        f.warnings.append(
+            f"CoarseDropout mixes 1.x names ({', '.join(v1)}) and 2.x names ({', '.join(v2)}); judged by the 1.x names"
+        )
         f.spelling = "1.x"
     meant = meant_config(kwargs, t.get("attrs", {}), f.spelling)
     size = int((trusted_probe or transforms.get("coarse_dropout_probe") or {}).get("image_size", 32))
@@ -238,7 +253,11 @@ def _coarse_dropout(
         )
     if meant["mask_fill"] is not None and want.get("mask_fill", "none") == "none":
         f.problems.append(f"{where}: mask fill is {meant['mask_fill']!r}, the assignment asks for None")
-    space_text = {"uint8": "a uint8 image (0-255)", "float": "a float image (0-1)", "normalized": "the normalized image (after Normalize)"}[space]  # fmt: skip
+    space_text = {
+        "uint8": "a uint8 image (0-255)",
+        "float": "a float image (0-1)",
+        "normalized": "the normalized image (after Normalize)",
+    }[space]
     if not fill_matches(meant["fill"], expected, space, tolerance, std):
         fill = meant["fill"]
         hint = ""
@@ -272,7 +291,9 @@ def _coarse_dropout(
         elif really:
             f.problems.extend(f"{where} behaves differently from its arguments: {p}" for p in really)
     if f.spelling == "1.x" or ignored:
-        f.suggestion = suggested_spelling(expected if space != "normalized" else [0.0, 0.0, 0.0], want_holes, want_h, want_w)  # fmt: skip
+        f.suggestion = suggested_spelling(
+            expected if space != "normalized" else [0.0, 0.0, 0.0], want_holes, want_h, want_w
+        )
 
 
 def _all_unit(fill: Any) -> bool:
@@ -292,7 +313,9 @@ def _behaviour_problems(
     if probe["holes"] != list(holes):
         out.append(f"it cut {_fmt(probe['holes'])} holes per image on the probe, not {holes[0]}")
     if probe.get("heights") and (probe["heights"] != list(height) or probe["widths"] != list(width)):
-        out.append(f"holes of {_fmt(probe['heights'])} x {_fmt(probe['widths'])} px on the probe, not {height[0]}x{width[0]}")  # fmt: skip
+        out.append(
+            f"holes of {_fmt(probe['heights'])} x {_fmt(probe['widths'])} px on the probe, not {height[0]}x{width[0]}"
+        )
     fills = probe.get("fill_min")
     if fills and not fill_matches(fills, expected, space, tol, std):
         out.append(f"the hole was filled with {_fmt(fills)}, the mean there is {_fmt(expected)}")

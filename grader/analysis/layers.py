@@ -14,22 +14,87 @@ from grader.graph import LoadedGraph, Node
 # Ops that pass a feature map through without looking at neighbours (the RF and the
 # depthwise -> pointwise link go straight through them).
 POINTWISE = {
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "silu", "silu_", "sigmoid", "sigmoid_",
-    "tanh", "tanh_", "hardtanh", "hardtanh_", "elu", "elu_", "selu", "celu", "hardswish", "hardswish_",
-    "hardsigmoid", "hardsigmoid_", "mish", "softplus", "prelu", "_prelu_kernel", "threshold",
-    "batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm", "_native_batch_norm_legit",
-    "dropout", "dropout_", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout",
-    "clone", "contiguous", "alias", "detach", "detach_", "_to_copy", "to", "type_as", "lift_fresh_copy",
-    "group_norm", "native_group_norm", "instance_norm", "layer_norm", "native_layer_norm",
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "gelu",
+    "silu",
+    "silu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "hardtanh",
+    "hardtanh_",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "hardswish",
+    "hardswish_",
+    "hardsigmoid",
+    "hardsigmoid_",
+    "mish",
+    "softplus",
+    "prelu",
+    "_prelu_kernel",
+    "threshold",
+    "batch_norm",
+    "_native_batch_norm_legit_no_training",
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "dropout",
+    "dropout_",
+    "feature_dropout",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "native_dropout",
+    "clone",
+    "contiguous",
+    "alias",
+    "detach",
+    "detach_",
+    "_to_copy",
+    "to",
+    "type_as",
+    "lift_fresh_copy",
+    "group_norm",
+    "native_group_norm",
+    "instance_norm",
+    "layer_norm",
+    "native_layer_norm",
     "_assert_tensor_metadata",
-}  # fmt: skip
+}
 MAXPOOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d", "max_pool1d", "fractional_max_pool2d"}
 # After global average pooling only these may follow (the classifier head).
 HEAD_OPS = POINTWISE | {
-    "view", "reshape", "_unsafe_view", "flatten", "squeeze", "squeeze_", "unsqueeze", "permute", "transpose", "t",
-    "linear", "addmm", "mm", "matmul", "log_softmax", "_log_softmax", "softmax", "_softmax", "sym_size",
-    "mul", "div", "add", "sub", "neg",
-}  # fmt: skip
+    "view",
+    "reshape",
+    "_unsafe_view",
+    "flatten",
+    "squeeze",
+    "squeeze_",
+    "unsqueeze",
+    "permute",
+    "transpose",
+    "t",
+    "linear",
+    "addmm",
+    "mm",
+    "matmul",
+    "log_softmax",
+    "_log_softmax",
+    "softmax",
+    "_softmax",
+    "sym_size",
+    "mul",
+    "div",
+    "add",
+    "sub",
+    "neg",
+}
 
 
 @dataclass
@@ -141,14 +206,32 @@ def _spatial_layer(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
         if w_shape is None or len(w_shape) != 4:
             return None
         if op == "conv2d":
-            stride, padding, dilation, groups = (arg(node, 3, "stride"), arg(node, 4, "padding"), arg(node, 5, "dilation"), arg(node, 6, "groups", 1))  # fmt: skip
+            stride, padding, dilation, groups = (
+                arg(node, 3, "stride"),
+                arg(node, 4, "padding"),
+                arg(node, 5, "dilation"),
+                arg(node, 6, "groups", 1),
+            )
         else:
-            stride, padding, dilation, groups = (arg(node, 3, "stride"), arg(node, 4, "padding"), arg(node, 5, "dilation"), arg(node, 8, "groups", 1))  # fmt: skip
+            stride, padding, dilation, groups = (
+                arg(node, 3, "stride"),
+                arg(node, 4, "padding"),
+                arg(node, 5, "dilation"),
+                arg(node, 8, "groups", 1),
+            )
         kernel = (w_shape[2], w_shape[3])
         dil = _pair(dilation, 1)
         if isinstance(padding, str):  # conv2d.padding overload: 'same' or 'valid'
             padding = [d * (k - 1) // 2 for k, d in zip(kernel, dil, strict=True)] if padding == "same" else [0, 0]
-        layer = SpatialLayer(kind="conv", kernel=kernel, stride=_pair(stride, 1), padding=_pair(padding, 0), dilation=dil, groups=int(groups or 1), **base)  # fmt: skip
+        layer = SpatialLayer(
+            kind="conv",
+            kernel=kernel,
+            stride=_pair(stride, 1),
+            padding=_pair(padding, 0),
+            dilation=dil,
+            groups=int(groups or 1),
+            **base,
+        )
         if layer.groups > 1 and not layer.is_depthwise:
             layer.notes.append(f"grouped ({layer.groups} groups on {in_c} channels), not depthwise")
         if any(d > 1 for d in dil) and kernel == (1, 1):
@@ -221,7 +304,16 @@ def _chained_mean(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
     if {first_dim, second_dim} != {3, 2} and not (first_dim == 2 and second_dim == 2):
         return None
     hw = (base[2], base[3])
-    return SpatialLayer(kind="global_avg", kernel=hw, stride=hw, node=node, in_channels=base[1], out_channels=base[1], in_hw=hw, out_hw=(1, 1))  # fmt: skip
+    return SpatialLayer(
+        kind="global_avg",
+        kernel=hw,
+        stride=hw,
+        node=node,
+        in_channels=base[1],
+        out_channels=base[1],
+        in_hw=hw,
+        out_hw=(1, 1),
+    )
 
 
 @dataclass

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEVICE_PICK = re.compile(r"""torch\.device\(\s*['"]cuda|['"]cuda(:\d)?['"]\s*if\s+torch\.cuda\.is_available|torch\.cuda\.is_available\(\)|device\s*=\s*['"]cuda""")  # fmt: skip
+DEVICE_PICK = re.compile(
+    r"""torch\.device\(\s*['"]cuda|['"]cuda(:\d)?['"]\s*if\s+torch\.cuda\.is_available|torch\.cuda\.is_available\(\)|device\s*=\s*['"]cuda"""
+)
 MOVE = re.compile(r"\.to\(\s*(device|dev|DEVICE|self\.device|['\"]cuda)|\.cuda\(\)|device\s*=\s*device")
 MAXPOOL = re.compile(r"MaxPool|max_pool|maxpool", re.I)
 

@@ -22,12 +22,37 @@ from grader.rubric import max_score
 
 CLASS_SCHEMA = "s6-grader/batch/1"
 HISTOGRAM_BINS = 10
-FIXED_COLUMNS = ["student", "status", "score", "max_score", "bonus", "total", "error_type", "mode", "decided_max", "train_epochs", "train_s", "problems"]  # fmt: skip
+FIXED_COLUMNS = [
+    "student",
+    "status",
+    "score",
+    "max_score",
+    "bonus",
+    "total",
+    "error_type",
+    "mode",
+    "decided_max",
+    "train_epochs",
+    "train_s",
+    "problems",
+]
 TAIL_COLUMNS = ["arch_group", "content_hash", "source"]
 # Column labels of the class table (the full title is the column's tooltip): it must fit a laptop.
-SHORT = {"no_maxpool": "pool", "architecture": "arch", "receptive_field": "RF", "depthwise_separable": "DW",
-         "dilated": "dil", "gap": "GAP", "gpu": "GPU", "params": "params", "augmentations": "aug",
-         "accuracy": "acc", "training_log": "log", "readme": "README", "bonus": "bonus"}  # fmt: skip
+SHORT = {
+    "no_maxpool": "pool",
+    "architecture": "arch",
+    "receptive_field": "RF",
+    "depthwise_separable": "DW",
+    "dilated": "dil",
+    "gap": "GAP",
+    "gpu": "GPU",
+    "params": "params",
+    "augmentations": "aug",
+    "accuracy": "acc",
+    "training_log": "log",
+    "readme": "README",
+    "bonus": "bonus",
+}
 QUESTIONS = ("model code", "torchsummary output", "albumentations code", "training log", "README")
 
 
@@ -106,7 +131,11 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
     score = float(results.get("score", 0) or 0)
     bonus = float(results.get("bonus", 0) or 0)
     decided = [c for c in checks.values() if c.get("status") != "skipped" and not c.get("extra")]
-    problems = [f"{c['id']}: {_short(c.get('message', ''))}" for c in checks.values() if c.get("status") in ("failed", "error") and not c.get("extra")]  # fmt: skip
+    problems = [
+        f"{c['id']}: {_short(c.get('message', ''))}"
+        for c in checks.values()
+        if c.get("status") in ("failed", "error") and not c.get("extra")
+    ]
     questions = {q: sum(c.get("points", 0) for c in checks.values() if c.get("question") == q) for q in QUESTIONS}
     training = (results.get("facts") or {}).get("training") or {}
     attempts = training.get("attempts") or []
@@ -149,7 +178,9 @@ def grades_csv(table: ClassTable) -> str:
     for row in table.rows:
         fixed = [_fmt(row.get(c, "")) for c in FIXED_COLUMNS]
         questions = [_fmt((row.get("questions") or {}).get(q, "")) for q in QUESTIONS]
-        per_rule = [v for r in table.rules for v in (_fmt(row["rules"].get(r["id"], "")), row["statuses"].get(r["id"], ""))]  # fmt: skip
+        per_rule = [
+            v for r in table.rules for v in (_fmt(row["rules"].get(r["id"], "")), row["statuses"].get(r["id"], ""))
+        ]
         writer.writerow(fixed + questions + per_rule + [_fmt(row.get(c, "")) for c in TAIL_COLUMNS])
     return buffer.getvalue()
 

@@ -91,10 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grading = p.add_argument_group("passed to every grading")
     grading.add_argument("--rubric", type=Path, help="a rubric TOML (see grade --print-rubric)")
-    grading.add_argument("--isolation", choices=["auto", "bubblewrap", "landlock", "plain"], help="sandbox for the students' code (default: the strongest that works here)")  # fmt: skip
-    grading.add_argument("--overrides", type=Path, metavar="FILE", help="per-student model/transforms/folder pins (TOML or CSV; see grader/batch/overrides.py)")  # fmt: skip
-    grading.add_argument("--checks", type=Path, action="append", metavar="DIR", help="a folder of the course's own checks; may repeat")  # fmt: skip
-    grading.add_argument("--accept-unsandboxed", action="store_true", help="decide accuracy even where no filesystem sandbox works")  # fmt: skip
+    grading.add_argument(
+        "--isolation",
+        choices=["auto", "bubblewrap", "landlock", "plain"],
+        help="sandbox for the students' code (default: the strongest that works here)",
+    )
+    grading.add_argument(
+        "--overrides",
+        type=Path,
+        metavar="FILE",
+        help="per-student model/transforms/folder pins (TOML or CSV; see grader/batch/overrides.py)",
+    )
+    grading.add_argument(
+        "--checks", type=Path, action="append", metavar="DIR", help="a folder of the course's own checks; may repeat"
+    )
+    grading.add_argument(
+        "--accept-unsandboxed", action="store_true", help="decide accuracy even where no filesystem sandbox works"
+    )
     grading.add_argument("--data", type=Path, help="image-folder tree DIR/{train,test}/<class>/* for training")
     grading.add_argument("--data-dir", type=Path, help="torchvision's CIFAR-10 cache")
     grading.add_argument("--epochs", type=int, help="planned epochs (within the rubric's cap)")

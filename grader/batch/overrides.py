@@ -24,7 +24,12 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 KEYS = ("model", "model_kwargs", "transforms", "transforms_kwargs", "folder")
-FLAGS = {"model": "--model", "model_kwargs": "--model-kwargs", "transforms": "--transforms", "transforms_kwargs": "--transforms-kwargs"}  # fmt: skip
+FLAGS = {
+    "model": "--model",
+    "model_kwargs": "--model-kwargs",
+    "transforms": "--transforms",
+    "transforms_kwargs": "--transforms-kwargs",
+}
 
 
 class OverridesError(Exception):
@@ -48,7 +53,9 @@ def load_overrides(path: Path) -> dict[str, dict]:
             raise OverridesError(f"overrides {path}: [{student}] must be a table of {', '.join(KEYS)}")
         unknown = set(values) - set(KEYS)
         if unknown:
-            raise OverridesError(f"overrides {path}: [{student}] has unknown keys {', '.join(sorted(unknown))} (known: {', '.join(KEYS)})")  # fmt: skip
+            raise OverridesError(
+                f"overrides {path}: [{student}] has unknown keys {', '.join(sorted(unknown))} (known: {', '.join(KEYS)})"
+            )
         for key in ("model_kwargs", "transforms_kwargs"):
             if key in values and not isinstance(values[key], dict):
                 raise OverridesError(f"overrides {path}: [{student}] {key} must be a table/JSON object")

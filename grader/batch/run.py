@@ -155,7 +155,10 @@ class Batch:
         if override.get("folder"):
             folder = (prepared.root / str(override["folder"])).resolve()
             if not folder.is_dir() or not folder.is_relative_to(prepared.root.resolve()):
-                error = {"type": "bad_override", "message": f"the override folder {override['folder']!r} is not a folder of the submission"}  # fmt: skip
+                error = {
+                    "type": "bad_override",
+                    "message": f"the override folder {override['folder']!r} is not a folder of the submission",
+                }
                 results = error_results(entry.student, error, self.rubric, None)
                 self._commit(entry, results, None, {}, error["message"] + "\n", None, started, retry=True)
                 return Outcome(entry.student, "graded", "error", 0.0, "bad_override", time.monotonic() - started)

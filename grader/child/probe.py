@@ -27,7 +27,15 @@ from typing import Any
 
 from grader.boundary import write_output
 
-CUDA_MARKERS = ("Torch not compiled with CUDA", "NVIDIA driver", "No CUDA GPUs", "CUDA driver", "cuda:0", "CUDA error", "is_available() is False")  # fmt: skip
+CUDA_MARKERS = (
+    "Torch not compiled with CUDA",
+    "NVIDIA driver",
+    "No CUDA GPUs",
+    "CUDA driver",
+    "cuda:0",
+    "CUDA error",
+    "is_available() is False",
+)
 
 
 STAGE_ERRORS = {
@@ -114,7 +122,13 @@ def build_model(modules: dict[str, Any], spec: dict, root: Path, report: dict) -
     chosen = None
     for cand in spec["candidates"]:
         file = cand.get("file", spec["file"])
-        entry: dict[str, Any] = {"file": file, "class": cand["class"], "args": cand.get("args", []), "kwargs": cand.get("kwargs", {}), "assumed": cand.get("assumed", [])}  # fmt: skip
+        entry: dict[str, Any] = {
+            "file": file,
+            "class": cand["class"],
+            "args": cand.get("args", []),
+            "kwargs": cand.get("kwargs", {}),
+            "assumed": cand.get("assumed", []),
+        }
         report["candidates"].append(entry)
         try:
             if file not in modules:
@@ -135,7 +149,10 @@ def build_model(modules: dict[str, Any], spec: dict, root: Path, report: dict) -
             entry["output_shape"] = list(out.shape)
             entry["ok"] = tuple(out.shape) == (2, spec["num_classes"])
             if not entry["ok"]:
-                entry["error"] = {"type": "wrong_output_shape", "message": f"(2, 3, 32, 32) gives {tuple(out.shape)}, expected (2, {spec['num_classes']})"}  # fmt: skip
+                entry["error"] = {
+                    "type": "wrong_output_shape",
+                    "message": f"(2, 3, 32, 32) gives {tuple(out.shape)}, expected (2, {spec['num_classes']})",
+                }
         except BaseException as exc:
             entry["error"] = typed_error(exc, root, "building the model")
             continue

@@ -158,7 +158,15 @@ def _patch_datasets(tvd: Any) -> None:
 
     def make(name: str, shape: tuple[int, ...], classes: list[str]) -> type:
         class Fake(tvd.VisionDataset):
-            def __init__(self, root: Any = "", train: bool = True, transform: Any = None, target_transform: Any = None, download: bool = False, **kwargs: Any):  # fmt: skip
+            def __init__(
+                self,
+                root: Any = "",
+                train: bool = True,
+                transform: Any = None,
+                target_transform: Any = None,
+                download: bool = False,
+                **kwargs: Any,
+            ):
                 super().__init__(str(root), transform=transform, target_transform=target_transform)
                 DATASETS_FAKED.append(name)
                 rng = np.random.default_rng(0)

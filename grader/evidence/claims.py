@@ -111,7 +111,9 @@ def _count(m: re.Match[str]) -> tuple[float, bool] | None:
 
 
 # A count next to a layer or block word, without "total", is that part's count, not the model's.
-_PART = re.compile(r"\b(conv\w*|block|layer|c[1-4]|depthwise|pointwise|dilated|batchnorm|bn|linear|fc|kernel|per)\b", re.I)  # fmt: skip
+_PART = re.compile(
+    r"\b(conv\w*|block|layer|c[1-4]|depthwise|pointwise|dilated|batchnorm|bn|linear|fc|kernel|per)\b", re.I
+)
 
 
 def _params_claims(line: str, source: str, no: int) -> list[Claim]:

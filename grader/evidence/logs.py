@@ -20,9 +20,25 @@ from grader.evidence.notebooks import NotebookError, read_notebook, strip_ansi
 MAX_LOG_BYTES = 5 * 1024 * 1024
 MAX_FILES = 300  # a repository with more candidate files than this is not worth reading in full
 SKIP_DIRS = {
-    ".git", ".hg", ".svn", ".venv", "venv", "env", ".env", "__pycache__", "node_modules", "site-packages",
-    ".ipynb_checkpoints", "data", "dataset", "datasets", "cifar-10-batches-py", ".cache", "wandb", "lightning_logs",
-}  # fmt: skip
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    "env",
+    ".env",
+    "__pycache__",
+    "node_modules",
+    "site-packages",
+    ".ipynb_checkpoints",
+    "data",
+    "dataset",
+    "datasets",
+    "cifar-10-batches-py",
+    ".cache",
+    "wandb",
+    "lightning_logs",
+}
 _KIND_RANK = {"notebook": 0, "readme": 1, "file": 2}  # tie-break order for training_log_verdict
 
 _NUM = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"

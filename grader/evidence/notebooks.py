@@ -211,10 +211,32 @@ _DROPPED_MODULES = ("google.colab",)
 _MODEL_BASES = ("Module",)  # nn.Module, torch.nn.Module, Module
 _DATA_BASES = ("Dataset", "DataLoader", "IterableDataset", "LightningDataModule")
 _SAFE_BUILTINS = {
-    "tuple", "list", "dict", "set", "frozenset", "int", "float", "str", "bool", "round", "range",
-    "len", "min", "max", "sum", "abs", "zip", "sorted", "reversed", "enumerate", "map", "isinstance",
-    "hasattr", "getattr", "slice",
-}  # fmt: skip
+    "tuple",
+    "list",
+    "dict",
+    "set",
+    "frozenset",
+    "int",
+    "float",
+    "str",
+    "bool",
+    "round",
+    "range",
+    "len",
+    "min",
+    "max",
+    "sum",
+    "abs",
+    "zip",
+    "sorted",
+    "reversed",
+    "enumerate",
+    "map",
+    "isinstance",
+    "hasattr",
+    "getattr",
+    "slice",
+}
 # Full dotted call targets that are definitions: transform/layer constructors and plain maths.
 _SAFE_CALL_PREFIXES = ("albumentations", "torchvision.transforms", "torch.nn", "numpy", "math")
 _SAFE_CALLS = {"torch.device", "torch.tensor", "torch.cuda.is_available", "torch.backends.mps.is_available"}

@@ -97,7 +97,9 @@ def to_gradescope(results: dict, execution_time: float) -> dict:
     checks = results.get("checks", [])
     facts = results.get("facts") or {}
     training = facts.get("training") or {}
-    lines = [f"s6-grader {results.get('grader_version', grader.__version__)}: {results.get('score', 0):g}/{results.get('max_score', 0)}"]  # fmt: skip
+    lines = [
+        f"s6-grader {results.get('grader_version', grader.__version__)}: {results.get('score', 0):g}/{results.get('max_score', 0)}"
+    ]
     err = results.get("error")
     if err:
         lines.append(f"could not grade everything: {err.get('type', 'error')}: {err.get('message', '')}")
@@ -197,7 +199,13 @@ def build_wheel(dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="s6-wheel-") as tmp:
         # A copy, so that building leaves nothing (build/, *.egg-info) in the checkout.
         copy = Path(tmp) / "src"
-        shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", "grade-out", "benchmarks", "tests"))  # fmt: skip
+        shutil.copytree(
+            root,
+            copy,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", "grade-out", "benchmarks", "tests"
+            ),
+        )
         proc = subprocess.run(
             [
                 sys.executable,

@@ -21,7 +21,14 @@ def _in_notebook() -> bool:
     return bool(get and get() is not None and getattr(get(), "kernel", None) is not None)
 
 
-def grade(path: str | os.PathLike = ".", *, train: bool | None = False, out: str | os.PathLike | None = None, show: bool | None = None, args: list[str] | tuple[str, ...] = ()) -> dict:  # fmt: skip
+def grade(
+    path: str | os.PathLike = ".",
+    *,
+    train: bool | None = False,
+    out: str | os.PathLike | None = None,
+    show: bool | None = None,
+    args: list[str] | tuple[str, ...] = (),
+) -> dict:
     """Grade ``path`` (a folder, a .zip or one .ipynb) and return the results dict.
 
     ``train``: False grades every rule but accuracy in seconds; True trains (use a GPU runtime);

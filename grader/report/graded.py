@@ -32,7 +32,17 @@ def what_was_graded(results: dict) -> list[tuple[str, str]]:
     rows.append(("mode", mode))
     sandbox = facts.get("sandbox") or {}
     if sandbox.get("isolation"):
-        rows.append(("isolation", sandbox["isolation"] + (" + Landlock" if (sandbox.get("probe") or {}).get("landlock_abi") and sandbox["isolation"] == "bubblewrap" else "")))  # fmt: skip
+        rows.append(
+            (
+                "isolation",
+                sandbox["isolation"]
+                + (
+                    " + Landlock"
+                    if (sandbox.get("probe") or {}).get("landlock_abi") and sandbox["isolation"] == "bubblewrap"
+                    else ""
+                ),
+            )
+        )
     return rows
 
 

@@ -11,7 +11,9 @@ from grader.augment_probe import flatten
 
 def environment() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(resources.files("grader.templates")))
-    env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined)  # fmt: skip
+    env = jinja2.Environment(
+        loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined
+    )
     env.globals["leaves"] = flatten
     env.filters["num"] = _num
     return env

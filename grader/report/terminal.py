@@ -46,13 +46,18 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
             why += f"\n[yellow]note: {warning}[/yellow]"
         table.add_row(Text(mark, style=colour), check["id"], points, why)
     console.print(table)
-    console.print("[dim]✓ passed  ✗ failed  ! not decided: the submission broke first  - not run  · bonus not earned[/dim]")  # fmt: skip
+    console.print(
+        "[dim]✓ passed  ✗ failed  ! not decided: the submission broke first  - not run  · bonus not earned[/dim]"
+    )
     todo = sorted(
         (c for c in results.get("checks", []) if c["status"] in ("failed", "error") and not c.get("extra")),
         key=lambda c: -(c["max_points"] - c["points"]),
     )
     if todo:
-        console.print("[bold]fix these first[/bold]: " + ", ".join(f"{c['id']} ({_pts(c['max_points'] - c['points'])} points)" for c in todo[:4]))  # fmt: skip
+        console.print(
+            "[bold]fix these first[/bold]: "
+            + ", ".join(f"{c['id']} ({_pts(c['max_points'] - c['points'])} points)" for c in todo[:4])
+        )
     pending = sum(c["max_points"] for c in results.get("checks", []) if c["status"] == "skipped" and not c.get("extra"))
     score = f"[bold]score {_pts(results['score'])}/{results['max_score']}[/bold]"
     if results.get("bonus"):
@@ -61,7 +66,10 @@ def print_summary(results: dict, console: Console | None = None, files: list[str
         score += f"  ({pending} points not decided in this run)"
     console.print(score)
     if err:
-        console.print(f"[magenta]submission error[/magenta]: {err['type']}: {err['message']}" + (f" ({err['where']})" if err.get("where") else ""))  # fmt: skip
+        console.print(
+            f"[magenta]submission error[/magenta]: {err['type']}: {err['message']}"
+            + (f" ({err['where']})" if err.get("where") else "")
+        )
     sandbox = (results.get("facts") or {}).get("sandbox") or {}
     if sandbox.get("summary"):
         console.print(f"[dim]sandbox: {sandbox['summary']}[/dim]")

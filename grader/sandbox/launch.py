@@ -147,7 +147,15 @@ def run_sandboxed(
         view = child_view(cwd=cwd or Path.cwd(), writable=writable, readable=readable, forbidden=forbidden, gpu=gpu)
     layer = choose_layer(isolation)
     if layer is None:
-        return ChildResult(None, False, 0.0, "", f"the {isolation} sandbox is not available here", isolation, notes=[f"{isolation} is not available on this machine"])  # fmt: skip
+        return ChildResult(
+            None,
+            False,
+            0.0,
+            "",
+            f"the {isolation} sandbox is not available here",
+            isolation,
+            notes=[f"{isolation} is not available on this machine"],
+        )
     conflicts = view.conflicts()
     if conflicts:  # refused on every layer: even a mask would name the path to the child
         shown, secret = conflicts[0]

@@ -59,7 +59,12 @@ class ProcessGroupLimit:
         name = f"s6-grader-{os.getpid()}-{time.monotonic_ns()}"
         candidates = []
         if Path("/sys/fs/cgroup/cgroup.controllers").is_file():
-            candidates.append((Path("/sys/fs/cgroup"), {"pids.max": str(processes)} | ({"memory.max": str(memory_mb << 20)} if memory_mb else {})))  # fmt: skip
+            candidates.append(
+                (
+                    Path("/sys/fs/cgroup"),
+                    {"pids.max": str(processes)} | ({"memory.max": str(memory_mb << 20)} if memory_mb else {}),
+                )
+            )
         else:
             candidates.append((Path("/sys/fs/cgroup/pids"), {"pids.max": str(processes)}))
             if memory_mb:

@@ -53,7 +53,9 @@ def outputs_probabilities(graph: LoadedGraph) -> bool:
     """True when the model ends in softmax (probabilities): the loss then takes their log."""
     calls = [n for n in graph.nodes if n.op == "call_function"]
     tail = [n.aten for n in calls[-3:]]
-    return any(op in ("softmax", "_softmax") for op in tail) and not any(op in ("log_softmax", "_log_softmax") for op in tail)  # fmt: skip
+    return any(op in ("softmax", "_softmax") for op in tail) and not any(
+        op in ("log_softmax", "_log_softmax") for op in tail
+    )
 
 
 @dataclass
@@ -98,7 +100,10 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise GraphError("bad_checkpoint", f"{path.name} cannot be read as safetensors or a weights-only state_dict: {type(exc).__name__}: {str(exc)[:200]}") from exc  # fmt: skip
+        raise GraphError(
+            "bad_checkpoint",
+            f"{path.name} cannot be read as safetensors or a weights-only state_dict: {type(exc).__name__}: {str(exc)[:200]}",
+        ) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model_state_dict", "model", "net"):
             if isinstance(state.get(key), dict):

@@ -139,7 +139,10 @@ class TrainingJob:
         try:
             result = self.evaluate_weights(load(weights))
         except GraphError as exc:
-            self.error = {"type": exc.kind, "message": f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)"}  # fmt: skip
+            self.error = {
+                "type": exc.kind,
+                "message": f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)",
+            }
             return True
         except Exception as exc:
             self.error = {"type": "evaluation_failed", "message": f"epoch {epoch}: {type(exc).__name__}: {exc}"}
@@ -182,7 +185,7 @@ class TrainingJob:
         done = len(self.epochs)
         per_epoch = (time.monotonic() - self.start) / max(1, done) if done else None
         eta = f", ETA {per_epoch * (self.hyp['epochs'] - done) / 60:.0f} min" if per_epoch else ""
-        line = f"epoch {p.get('epoch')}/{self.hyp['epochs']}: {100 * p.get('seen', 0) / max(1, p.get('total', 1)):.0f}% loss {p.get('loss', 0):.3f} acc {100 * p.get('acc', 0):.1f}%{eta}"  # fmt: skip
+        line = f"epoch {p.get('epoch')}/{self.hyp['epochs']}: {100 * p.get('seen', 0) / max(1, p.get('total', 1)):.0f}% loss {p.get('loss', 0):.3f} acc {100 * p.get('acc', 0):.1f}%{eta}"
         self.say("train", line)
         if not self.console.is_terminal:
             return
@@ -213,7 +216,12 @@ class TrainingJob:
         np.save(data_dir / "train_labels.npy", train.labels)
         self.out = Path(tempfile.mkdtemp(prefix="train-out-", dir=self.work))
         model = next(c for c in self.facts.probe["candidates"] if c.get("chosen"))
-        spec_model = {"file": model.get("file") or self.disc.models[0].file, "class": model["class"], "args": model["args"], "kwargs": model["kwargs"]}  # fmt: skip
+        spec_model = {
+            "file": model.get("file") or self.disc.models[0].file,
+            "class": model["class"],
+            "args": model["args"],
+            "kwargs": model["kwargs"],
+        }
         transforms = transforms_spec(self.disc.transforms) if self.disc.transforms is not None else None
         copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
         cuda = self.device.type == "cuda"
@@ -299,7 +307,7 @@ def longer_schedule(job: TrainingJob, rubric_training: dict, claim: dict | None)
     if wanted <= planned:
         return None
     epochs = min(wanted, ceiling)
-    why = f"the student's log ({claim.get('source')}) reached {claim.get('best_acc')}% and first reached {job.target:g}% at epoch {wanted}"  # fmt: skip
+    why = f"the student's log ({claim.get('source')}) reached {claim.get('best_acc')}% and first reached {job.target:g}% at epoch {wanted}"
     if epochs < wanted:
         why += f" (the rubric's ceiling is {ceiling})"
     return epochs, why
@@ -372,7 +380,9 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
     result["notes"] = notes
     if job.device.type == "cpu":
         minutes = len(train) / 50000 * 2.5
-        job.console.print(f"[yellow]training on the CPU[/yellow]: about {minutes:.1f} minutes per epoch for a 200k-parameter model on 2 cores; up to {job.hyp['epochs']} epochs")  # fmt: skip
+        job.console.print(
+            f"[yellow]training on the CPU[/yellow]: about {minutes:.1f} minutes per epoch for a 200k-parameter model on 2 cores; up to {job.hyp['epochs']} epochs"
+        )
     say("train", f"{len(train)} training images, up to {job.hyp['epochs']} epochs on {job.device}")
     child = job.train(train, submission)
     attempts = [job.attempt("the planned schedule")]
@@ -381,7 +391,9 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
     longer = longer_schedule(job, opts.rubric.get("training", {}), claim)
     if longer is not None:
         epochs, why = longer
-        job.console.print(f"[yellow]target missed[/yellow] in {job.hyp['epochs']} epochs; {why}: retraining with {epochs} epochs")  # fmt: skip
+        job.console.print(
+            f"[yellow]target missed[/yellow] in {job.hyp['epochs']} epochs; {why}: retraining with {epochs} epochs"
+        )
         say("train", f"retraining with a {epochs}-epoch schedule ({why})")
         job.restart(epochs)
         child = job.train(train, submission)
@@ -409,5 +421,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
             opts.out_dir.mkdir(parents=True, exist_ok=True)
             (opts.out_dir / "trained.safetensors").write_bytes(job.last_weights)
             result["weights_file"] = str(opts.out_dir / "trained.safetensors")
-        (opts.out_dir / "training_log.json").write_text(json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1))  # fmt: skip
+        (opts.out_dir / "training_log.json").write_text(
+            json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1)
+        )
     return result

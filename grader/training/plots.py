@@ -41,7 +41,9 @@ def curves_png(epochs: list[dict], target: float) -> str:
     return out
 
 
-def misclassified_png(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...], n: int = 20) -> str:  # fmt: skip
+def misclassified_png(
+    images: np.ndarray, labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...], n: int = 20
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -164,7 +164,9 @@ def test_index_and_report_fit_the_screen(page: Page, graded_class: GradedClass, 
     assert page.js(OVERFLOW) <= 0, f"the class index scrolls sideways at {width} px ({shots})"
     if width >= 1300:
         table = "document.querySelector('#students')"
-        assert page.js(f"{table}.scrollWidth - {table}.parentElement.clientWidth") <= 0, f"the class table needs its own scroll at {width} px"  # fmt: skip
+        assert page.js(f"{table}.scrollWidth - {table}.parentElement.clientWidth") <= 0, (
+            f"the class table needs its own scroll at {width} px"
+        )
     for student in ("good", "maxpool", "broken"):
         page.open((graded_class.out / student / "report.html").as_uri())
         page.screenshot(shots / f"{student}.png")

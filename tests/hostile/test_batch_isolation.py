@@ -26,7 +26,9 @@ if _SEEN is not None:
 
 
 def _batch(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader", "batch", *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "grader", "batch", *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env
+    )
 
 
 def test_other_students_folders_are_unreadable(tmp_path, layer):

@@ -102,7 +102,19 @@ def test_the_data_folders_are_invisible_to_probe_and_training(tmp_path, data, ou
         str(cache / "cifar-10-batches-py"),
     ]
     sub = hostile(tmp_path, _SNOOP.format(folders=folders))
-    _code, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--data-dir", str(cache), "--isolation", layer, "--rubric", rubric(tmp_path))  # fmt: skip
+    _code, results, out = run_grade(
+        sub,
+        tmp_path / "out",
+        "--train",
+        "--data",
+        str(data),
+        "--data-dir",
+        str(cache),
+        "--isolation",
+        layer,
+        "--rubric",
+        rubric(tmp_path),
+    )
     assert results["error"] is None, (results["error"], out[-2000:])  # the probe read nothing
     training = results["facts"]["training"]
     assert training["error"] is None and training["epochs_run"] == 1, (training.get("error"), out[-2000:])
@@ -152,7 +164,9 @@ def test_a_memorising_model_reads_nothing_and_gets_what_it_learned(tmp_path, dat
     model = (sub / "model.py").read_text()
     start = model.index("    def forward(self, x):")
     (sub / "model.py").write_text(model[:start] + _RECALL.lstrip("\n"))
-    _code, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", layer, "--rubric", rubric(tmp_path))  # fmt: skip
+    _code, results, out = run_grade(
+        sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", layer, "--rubric", rubric(tmp_path)
+    )
     assert "MEMORISED 0" in results["output"], results["output"][-1000:]
     training = results["facts"]["training"]
     assert training["error"] is None, training["error"]
@@ -166,13 +180,34 @@ def test_the_memorising_model_would_score_full_marks_if_it_could_read(tmp_path, 
     model = (sub / "model.py").read_text()
     start = model.index("    def forward(self, x):")
     (sub / "model.py").write_text(model[:start] + _RECALL.lstrip("\n"))
-    _, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", "plain", "--accept-unsandboxed", "--rubric", rubric(tmp_path))  # fmt: skip
+    _, results, out = run_grade(
+        sub,
+        tmp_path / "out",
+        "--train",
+        "--data",
+        str(data),
+        "--isolation",
+        "plain",
+        "--accept-unsandboxed",
+        "--rubric",
+        rubric(tmp_path),
+    )
     assert "MEMORISED 80" in results["output"]
     assert results["facts"]["training"]["best_test_acc"] == 100.0, out[-1500:]
 
 
 def test_plain_isolation_does_not_decide_accuracy(tmp_path, data):
-    _, results, _ = run_grade(BASE, tmp_path / "out", "--train", "--data", str(data), "--isolation", "plain", "--rubric", rubric(tmp_path, target=50))  # fmt: skip
+    _, results, _ = run_grade(
+        BASE,
+        tmp_path / "out",
+        "--train",
+        "--data",
+        str(data),
+        "--isolation",
+        "plain",
+        "--rubric",
+        rubric(tmp_path, target=50),
+    )
     accuracy = by_id(results)["accuracy"]
     assert accuracy["status"] == "skipped"
     assert "--accept-unsandboxed" in accuracy["message"]
@@ -192,7 +227,9 @@ for _name in ({home_link!r}, {data_link!r}):
 
 def test_links_in_the_submission_reach_nothing(tmp_path, data, host_file, layer):
     """Links to the data and to a host file, as files of the submission and as its README: not followed."""
-    sub = hostile(tmp_path, _LINKS.format(host=str(host_file), home_link="home_link.txt", data_link="data_link/cat/0000.png"))  # fmt: skip
+    sub = hostile(
+        tmp_path, _LINKS.format(host=str(host_file), home_link="home_link.txt", data_link="data_link/cat/0000.png")
+    )
     os.symlink(host_file, sub / "home_link.txt")
     os.symlink(data / "test", sub / "data_link")
     (sub / "README.md").unlink()
@@ -255,7 +292,11 @@ def test_links_planted_in_the_outputs_bring_in_no_host_file(tmp_path, data, host
         assert results["error"] is None, results["error"]
         assert results["facts"]["training"]["error"] is None, results["facts"]["training"]["error"]
     else:  # refused, and said so
-        refused = str(results.get("error")) + str(results.get("warnings")) + str((results["facts"].get("training") or {}).get("error"))  # fmt: skip
+        refused = (
+            str(results.get("error"))
+            + str(results.get("warnings"))
+            + str((results["facts"].get("training") or {}).get("error"))
+        )
         assert "link" in refused, refused[-2000:]
 
 
@@ -272,7 +313,9 @@ if "hyp" not in _spec:
 
 def test_each_child_gets_a_fresh_working_copy(tmp_path, data, layer):
     sub = hostile(tmp_path, _MARK)
-    _, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", layer, "--rubric", rubric(tmp_path))  # fmt: skip
+    _, results, out = run_grade(
+        sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", layer, "--rubric", rubric(tmp_path)
+    )
     assert results["error"] is None
     assert results["facts"]["training"]["error"] is None, (results["facts"]["training"]["error"], out[-1500:])
     assert not (sub / "left_by_the_probe.txt").exists()  # nor the submission itself
@@ -291,7 +334,9 @@ def test_a_checkpoint_whose_unpickling_writes_a_file_is_refused(tmp_path, data):
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as f:
         pickle.dump({"state_dict": _Evil(str(marker))}, f)
-    _, results, _ = run_grade(BASE, tmp_path / "out", "--weights", str(evil), "--data", str(data), "--rubric", rubric(tmp_path))  # fmt: skip
+    _, results, _ = run_grade(
+        BASE, tmp_path / "out", "--weights", str(evil), "--data", str(data), "--rubric", rubric(tmp_path)
+    )
     assert results["facts"]["training"]["error"]["type"] == "bad_checkpoint"
     assert not marker.exists()
 
@@ -313,10 +358,23 @@ def test_a_grader_only_on_pythonpath_runs_its_children(tmp_path):
     shutil.copytree(REPO / "checks", lib / "grader" / "checks", ignore=ignore)
     shutil.copytree(REPO / "templates", lib / "grader" / "templates", ignore=ignore)
     env = {**os.environ, "PYTHONPATH": str(lib)}
-    probe = subprocess.run([sys.executable, "-c", "import grader; print(grader.__file__)"], env=env, capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", "import grader; print(grader.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert probe.stdout.startswith(str(lib)), probe.stdout + probe.stderr
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "grader", str(BASE), "--no-train", "--out", str(out)], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "grader", str(BASE), "--no-train", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     import json
 
     results = json.loads((out / "results.json").read_text())

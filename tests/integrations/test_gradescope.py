@@ -24,7 +24,12 @@ def autograder(tmp_path_factory) -> Path:
     rubric = tmp / "course.toml"
     rubric.write_text('[rules.bonus]\nvisibility = "hidden"\n')
     zip_path = tmp / "autograder.zip"
-    proc = subprocess.run([sys.executable, "-m", "grader", "gradescope", "build", "--out", str(zip_path), "--rubric", str(rubric)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "grader", "gradescope", "build", "--out", str(zip_path), "--rubric", str(rubric)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     with zipfile.ZipFile(zip_path) as zf:
         names = zf.namelist()
@@ -42,7 +47,9 @@ def run_autograder(source: Path, root: Path, submission: Path | None, python: st
     if submission is not None:
         shutil.copytree(submission, root / "submission")
     env = {**os.environ, "AUTOGRADER_ROOT": str(root), "S6_GRADER_PYTHON": python}
-    proc = subprocess.run(["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads((root / "results" / "results.json").read_text())
     assert gradescope_problems(data) == []
@@ -55,7 +62,11 @@ def test_the_reference_gets_every_point_but_accuracy(autograder, tmp_path):
     assert data["score"] == 600
     assert tests["accuracy"]["score"] == 0 and "status" not in tests["accuracy"]
     assert tests["accuracy"]["output"].startswith("not decided here")
-    assert all(t["status"] == "passed" and t["score"] == t["max_score"] for k, t in tests.items() if k not in ("accuracy", "bonus"))  # fmt: skip
+    assert all(
+        t["status"] == "passed" and t["score"] == t["max_score"]
+        for k, t in tests.items()
+        if k not in ("accuracy", "bonus")
+    )
     assert tests["architecture"]["name"].startswith("C1|C2|C3|C4|O")
     assert tests["bonus"]["max_score"] == 0 and tests["bonus"]["visibility"] == "after_published"  # the zip's rubric
     board = {row["name"]: row["value"] for row in data["leaderboard"]}
@@ -93,10 +104,24 @@ def test_a_checkpoint_in_the_submission_is_evaluated_instead_of_skipped(tmp_path
 
 
 def test_a_hidden_rule_is_published_later_and_extra_points_are_extra():
-    results = {"score": 10, "bonus": 5, "max_score": 20, "facts": {}, "checks": [
-        {"id": "a", "title": "A", "status": "passed", "points": 10, "max_points": 20, "message": "ok", "visibility": "hidden"},
-        {"id": "b", "title": "B", "status": "passed", "points": 5, "max_points": 5, "message": "ok", "extra": True},
-    ]}  # fmt: skip
+    results = {
+        "score": 10,
+        "bonus": 5,
+        "max_score": 20,
+        "facts": {},
+        "checks": [
+            {
+                "id": "a",
+                "title": "A",
+                "status": "passed",
+                "points": 10,
+                "max_points": 20,
+                "message": "ok",
+                "visibility": "hidden",
+            },
+            {"id": "b", "title": "B", "status": "passed", "points": 5, "max_points": 5, "message": "ok", "extra": True},
+        ],
+    }
     data = gradescope.to_gradescope(results, 1.0)
     assert gradescope_problems(data) == []
     assert data["score"] == 15

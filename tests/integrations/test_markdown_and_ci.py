@@ -73,7 +73,9 @@ def test_the_workflow_parses_and_names_its_steps():
 
 def test_init_ci_writes_the_workflow_once(tmp_path):
     def init(*args):
-        return subprocess.run([sys.executable, "-m", "grader", "init-ci", str(tmp_path), *args], capture_output=True, text=True)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "grader", "init-ci", str(tmp_path), *args], capture_output=True, text=True
+        )
 
     first = init("--folder", "S6")
     assert first.returncode == 0, first.stderr

@@ -64,7 +64,12 @@ def pipeline(*middle, flip=True, ssr=True):
 
 def judge(pipe, rule, texts=(), source_calls=(), probe=True):
     result = probe_coarse_dropout(pipe) if probe else None
-    transforms = {"description": describe(pipe), "site": "t.py:1", "version": A.__version__, "coarse_dropout_probe": result}  # fmt: skip
+    transforms = {
+        "description": describe(pipe),
+        "site": "t.py:1",
+        "version": A.__version__,
+        "coarse_dropout_probe": result,
+    }
     return analyze(transforms, result, rule, MEAN, STD, list(texts), list(source_calls))
 
 
@@ -114,7 +119,9 @@ def test_probe_sees_what_2x_really_does_with_1x_names():
 def test_describe_reads_attrs_kwargs_and_nested_containers():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipe = A.Compose([A.OneOf([A.HorizontalFlip(), A.VerticalFlip()], p=1), A.ShiftScaleRotate(p=0.3), coarse(V2_CORRECT)])  # fmt: skip
+        pipe = A.Compose(
+            [A.OneOf([A.HorizontalFlip(), A.VerticalFlip()], p=1), A.ShiftScaleRotate(p=0.3), coarse(V2_CORRECT)]
+        )
     d = describe(pipe)
     assert d["class"] == "Compose"
     assert [t["class"] for t in d["transforms"]] == ["OneOf", "ShiftScaleRotate", "CoarseDropout"]
@@ -309,11 +316,22 @@ def test_no_pipeline_at_all(rule):
 def test_mixed_spelling_is_judged_by_the_1x_names(rule):
     kwargs = dict(V1_CORRECT, num_holes_range=(1, 1))
     f = analyze(
-        {"description": {"class": "Compose", "transforms": [
-            {"class": "HorizontalFlip", "p": 0.5}, {"class": "ShiftScaleRotate", "p": 0.5},
-            {"class": "CoarseDropout", "p": 0.5, "attrs": {}, "passed_kwargs": kwargs}]}, "site": "t.py:3"},
-        None, rule, MEAN, STD,
-    )  # fmt: skip
+        {
+            "description": {
+                "class": "Compose",
+                "transforms": [
+                    {"class": "HorizontalFlip", "p": 0.5},
+                    {"class": "ShiftScaleRotate", "p": 0.5},
+                    {"class": "CoarseDropout", "p": 0.5, "attrs": {}, "passed_kwargs": kwargs},
+                ],
+            },
+            "site": "t.py:3",
+        },
+        None,
+        rule,
+        MEAN,
+        STD,
+    )
     assert f.spelling == "1.x"
     assert any("mixes 1.x names" in w for w in f.warnings)
     assert any("could not be measured" in w for w in f.warnings)
@@ -325,7 +343,12 @@ def test_behaviour_contradicting_the_2x_arguments_fails(rule):
     pipe = pipeline(coarse(V2_CORRECT))
     probe = probe_coarse_dropout(pipe)
     probe = dict(probe, holes=[2, 2])
-    transforms = {"description": describe(pipe), "site": "t.py:1", "version": A.__version__, "coarse_dropout_probe": probe}  # fmt: skip
+    transforms = {
+        "description": describe(pipe),
+        "site": "t.py:1",
+        "version": A.__version__,
+        "coarse_dropout_probe": probe,
+    }
     f = analyze(transforms, probe, rule, MEAN, STD)
     assert any("behaves differently from its arguments" in p for p in f.problems)
 

@@ -63,7 +63,13 @@ def test_export_is_dynamic_and_rebuild_measures_shapes(net):
     assert net.loaded.batch_dynamic is True
     assert net.loaded.output_shape == (2, 10)
     convs = [n for n in net.loaded.nodes if n.aten == "conv2d"]
-    assert [n.shape for n in convs] == [(2, 8, 32, 32), (2, 16, 16, 16), (2, 16, 16, 16), (2, 16, 16, 16), (2, 16, 16, 16)]  # fmt: skip
+    assert [n.shape for n in convs] == [
+        (2, 8, 32, 32),
+        (2, 16, 16, 16),
+        (2, 16, 16, 16),
+        (2, 16, 16, 16),
+        (2, 16, 16, 16),
+    ]
     assert convs[0].module == "c1.0" and convs[0].module_type == "Conv2d"
     assert convs[0].source.startswith("test_unit_graph.py:")
 

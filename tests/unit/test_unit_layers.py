@@ -47,10 +47,22 @@ class MaxPoolZoo(nn.Module):
 def test_max_pool_is_found_however_it_is_called(exported):
     e, layers = _layers(exported, MaxPoolZoo)
     pools = [n for n in e.loaded.nodes if n.aten in MAXPOOL_OPS]
-    assert [n.aten for n in pools] == ["max_pool2d"] * 4 + ["max_pool2d_with_indices", "max_pool2d", "adaptive_max_pool2d"]  # fmt: skip
+    assert [n.aten for n in pools] == ["max_pool2d"] * 4 + [
+        "max_pool2d_with_indices",
+        "max_pool2d",
+        "adaptive_max_pool2d",
+    ]
     # F.max_pool2d and a direct torch.ops.aten call belong to the model's own forward; modules keep their path
     assert [n.module for n in pools] == ["pool", "", "down", "", "", "block.1", "gmp"]
-    assert [n.module_type for n in pools] == ["MaxPool2d", "MaxPoolZoo", "MaxPool2d", "MaxPoolZoo", "MaxPoolZoo", "MaxPool2d", "AdaptiveMaxPool2d"]  # fmt: skip
+    assert [n.module_type for n in pools] == [
+        "MaxPool2d",
+        "MaxPoolZoo",
+        "MaxPool2d",
+        "MaxPoolZoo",
+        "MaxPoolZoo",
+        "MaxPool2d",
+        "AdaptiveMaxPool2d",
+    ]
     lines = [int(n.source.rsplit(":", 1)[1]) for n in pools]
     assert lines == sorted(lines) and len(set(lines)) == 7  # one source line per spelling
     assert pools[2].where().startswith("down (MaxPool2d, test_unit_layers.py:")

@@ -201,7 +201,9 @@ def test_seed_network_rf_through_the_graph_is_101_and_rows_match_the_table(expor
     assert rf.size == (4, 4)
     assert rf.at_layer.startswith("conv_block4")
     spatial = [r for r in rf.rows if r.kernel > 1]
-    got = [(r.in_size, r.rf_in, r.kernel, r.stride, r.jump_in, r.jump_out, r.rf_out, r.out_size, r.block) for r in spatial]  # fmt: skip
+    got = [
+        (r.in_size, r.rf_in, r.kernel, r.stride, r.jump_in, r.jump_out, r.rf_out, r.out_size, r.block) for r in spatial
+    ]
     assert got == SEED_TABLE
     pointwise = [r for r in rf.rows if r.kernel == 1]
     assert len(pointwise) == 3 and all(r.rf_in == r.rf_out for r in pointwise)

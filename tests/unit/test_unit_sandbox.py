@@ -103,7 +103,9 @@ def test_wall_limit_kills_a_child_that_sleeps_forever(tmp_path):
     before = _my_cgroups()
     start = time.monotonic()
     try:
-        r = run_sandboxed(py(_SLEEPER.replace("MARKER", marker)), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=3))  # fmt: skip
+        r = run_sandboxed(
+            py(_SLEEPER.replace("MARKER", marker)), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=3)
+        )
         took = time.monotonic() - start
         assert r.timed_out
         assert not r.ok
@@ -121,7 +123,7 @@ def test_wall_limit_kills_a_child_that_sleeps_forever(tmp_path):
 
 def test_a_normal_child_returns_its_output(tmp_path, monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "s3cret")
-    code = "import os; print('hi', os.environ.get('SECRET_TOKEN'), os.environ.get('X'), os.access(os.environ['HOME'], os.W_OK))"  # fmt: skip
+    code = "import os; print('hi', os.environ.get('SECRET_TOKEN'), os.environ.get('X'), os.access(os.environ['HOME'], os.W_OK))"
     r = run_sandboxed(py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), env={"X": "1"})
     assert r.ok and r.failure() is None
     assert r.stdout.strip() == "hi None 1 True"  # a clean environment, a private writable home
@@ -149,7 +151,13 @@ def test_poll_stops_the_child_on_purpose(tmp_path):
         return len(calls) >= 2
 
     start = time.monotonic()
-    r = run_sandboxed(py("import time\nwhile True: time.sleep(1)"), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=60), poll=poll)  # fmt: skip
+    r = run_sandboxed(
+        py("import time\nwhile True: time.sleep(1)"),
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=60),
+        poll=poll,
+    )
     assert r.stopped
     assert not r.timed_out
     assert r.failure() is None
@@ -176,13 +184,17 @@ def test_no_network(tmp_path, layer):
     srv.settimeout(0.2)
     port = srv.getsockname()[1]
     try:
-        r = run_sandboxed([*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+        r = run_sandboxed(
+            [*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer
+        )
         assert r.isolation == layer and r.layers["network"] in ("off", "tcp denied")
         assert r.stdout.startswith("BLOCKED"), (r.stdout, r.stderr[-500:])
         with pytest.raises(socket.timeout):
             srv.accept()
         # Control: the same child outside bubblewrap reaches the port, so the check above can fail.
-        plain = run_sandboxed([*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain")  # fmt: skip
+        plain = run_sandboxed(
+            [*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain"
+        )
         assert plain.stdout.startswith("CONNECTED"), (plain.stdout, plain.stderr[-500:])
     finally:
         srv.close()
@@ -218,7 +230,9 @@ def test_the_view_is_an_allowlist(tmp_path, outside, layer):
     (secret / "answers.txt").write_text("the test split")
     (public / "data.txt").write_text("train data")
     argv = [*py(_FILES), str(outside), str(secret), str(public), str(tmp_path)]
-    r = run_sandboxed(argv, cwd=tmp_path, writable=[tmp_path], readable=[public], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+    r = run_sandboxed(
+        argv, cwd=tmp_path, writable=[tmp_path], readable=[public], limits=Limits(wall_s=30), isolation=layer
+    )
     assert r.ok, r.stderr[-1000:]
     verdict = dict(item.split("=") for item in r.stdout.split("\n")[-2].split())
     assert verdict["write_outside"] != "ok"
@@ -283,9 +297,13 @@ def test_no_process_or_environment_of_the_host_reveals_a_path(tmp_path, outside,
     monkeypatch.setenv("S6_GRADER_DATA", secret)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", secret])  # a host process naming it
     try:
-        r = run_sandboxed([*py(_HOST), secret[::-1]], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+        r = run_sandboxed(
+            [*py(_HOST), secret[::-1]], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer
+        )
         assert r.stdout.startswith("CLEAN"), (r.stdout, r.stderr[-500:])
-        control = run_sandboxed([*py(_HOST), secret[::-1]], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain")  # fmt: skip
+        control = run_sandboxed(
+            [*py(_HOST), secret[::-1]], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain"
+        )
         assert control.stdout.startswith("FOUND")  # the check above can fail
     finally:
         holder.kill()
@@ -297,14 +315,27 @@ def test_the_grader_package_comes_from_the_parent_not_the_working_folder(tmp_pat
     (tmp_path / "grader").mkdir()
     (tmp_path / "grader" / "__init__.py").write_text("FAKE = True\n")
     code = "import grader, sys; print(getattr(grader, 'FAKE', False), hasattr(grader, '__version__'))"
-    r = run_sandboxed([sys.executable, "-s", "-c", "import sys; sys.path.pop(0); " + code], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer)  # fmt: skip
+    r = run_sandboxed(
+        [sys.executable, "-s", "-c", "import sys; sys.path.pop(0); " + code],
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=30),
+        isolation=layer,
+    )
     assert r.stdout.strip() == "False True", (r.stdout, r.stderr[-500:])
 
 
 def test_a_view_that_would_show_a_forbidden_folder_is_refused(tmp_path, outside):
     data = outside / "data"
     data.mkdir()
-    r = run_sandboxed(py("print('ran')"), cwd=tmp_path, writable=[tmp_path], readable=[outside], forbidden=[data], limits=Limits(wall_s=30))  # fmt: skip
+    r = run_sandboxed(
+        py("print('ran')"),
+        cwd=tmp_path,
+        writable=[tmp_path],
+        readable=[outside],
+        forbidden=[data],
+        limits=Limits(wall_s=30),
+    )
     assert "ran" not in r.stdout
     assert "lies inside" in r.stderr
 
@@ -318,7 +349,9 @@ def test_the_bundled_bubblewrap_is_used_without_a_system_one(monkeypatch, tmp_pa
     layers.bwrap_binary.cache_clear()
     try:
         assert layers.bwrap_binary() == str(bundled)
-        r = run_sandboxed(py("print('inside')"), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="bubblewrap")  # fmt: skip
+        r = run_sandboxed(
+            py("print('inside')"), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="bubblewrap"
+        )
         assert r.ok and r.stdout.strip() == "inside" and r.layers["bubblewrap"], r.stderr[-500:]
     finally:
         layers.bwrap_binary.cache_clear()
@@ -349,7 +382,7 @@ def test_fork_bomb_is_limited_and_cleaned_up(tmp_path):
     code = _FORKS.replace("MARKER", marker)
     before = _my_cgroups()
     start = time.monotonic()
-    r = run_sandboxed(py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=3, processes=64))  # fmt: skip
+    r = run_sandboxed(py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=3, processes=64))
     took = time.monotonic() - start
     survivors = _survivors(marker)
     _kill(survivors)
@@ -378,7 +411,13 @@ def test_no_process_survives_the_timeout_in_plain_isolation(tmp_path, monkeypatc
     marker = f"s6-escape-{uuid.uuid4().hex}"
     before = _my_cgroups()
     try:
-        r = run_sandboxed(py(_SLEEPER.replace("MARKER", marker)), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=2), isolation="plain")  # fmt: skip
+        r = run_sandboxed(
+            py(_SLEEPER.replace("MARKER", marker)),
+            cwd=tmp_path,
+            writable=[tmp_path],
+            limits=Limits(wall_s=2),
+            isolation="plain",
+        )
         assert r.timed_out
         assert "STARTED" in r.stdout
         survivors = _survivors(marker, grace_s=1.0)
