@@ -17,6 +17,7 @@ from grader.analysis.source import read_sources
 from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, read_output
 from grader.discover import Discovery
 from grader.facts import Facts
+from grader.failures import ErrorKind, Failure
 from grader.graph import GraphError, load_graph
 from grader.sandbox import ChildResult
 from grader.sandbox.layers import describe as describe_layers
@@ -58,7 +59,7 @@ def analyze_submission(
             square = not all(_symmetric(layer) for layer in facts.layers)
             facts.measured_rf = measure_rf(facts.graph, facts.rf.at, facts.rf.rf, facts.rf.jump, square)
         except ValueError as exc:
-            facts.failure = {"type": "no_feature_map", "message": str(exc), "where": ""}
+            facts.failure = Failure(ErrorKind.NO_FEATURE_MAP, str(exc), where="").to_dict()
     summary = _read(facts, out, "summary.txt")
     facts.summary_text = summary.decode(errors="replace")[:200_000] if summary else ""
     _transforms(facts, disc, probe, out)
@@ -78,14 +79,14 @@ def _symmetric(layer: Any) -> bool:
 def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> dict | None:
     """The typed reason the model cannot be analysed, or None when a graph should be there."""
     if not disc.models:
-        problem = disc.problems[0] if disc.problems else {"type": "model_not_found", "message": "no model found"}
-        return {
-            "type": problem["type"],
-            "message": problem["message"] + ". Point at it with --model FILE:CLASS or grade.toml",
-            "where": "",
-        }
+        problem = disc.problems[0] if disc.problems else Failure(ErrorKind.MODEL_NOT_FOUND, "no model found").to_dict()
+        return Failure(
+            ErrorKind(problem["type"]),
+            problem["message"] + ". Point at it with --model FILE:CLASS or grade.toml",
+            where="",
+        ).to_dict()
     if probe is None or ("build" not in probe.get("steps", {}) and "import" not in probe.get("steps", {})):
-        failure = child.failure() or {"type": "crash", "message": "the probe wrote no result"}
+        failure = child.failure() or Failure(ErrorKind.CRASH, "the probe wrote no result").to_dict()
         failure.setdefault("where", "")
         if failure["type"] == "timeout":
             failure["message"] += (
@@ -93,25 +94,29 @@ def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> d
             )
         return failure
     errors = [e for e in probe.get("errors", []) if e.get("stage") != "building the transforms"]
-    if errors:
+    if errors:  # the probe's own typed error, relayed as written (probe.json is untrusted: see _transforms)
         return {k: errors[0].get(k, "") for k in ("type", "message", "where")}
     if probe.get("steps", {}).get("build") == "failed":
         cands = probe.get("candidates", [])
         tried = "; ".join(f"{c['class']}: {c.get('error', {}).get('message', '?')}" for c in cands[:4])
         kinds = {c.get("error", {}).get("type") for c in cands}
         kind = (
-            "cuda_required"
-            if "cuda_required" in kinds
-            else ("wrong_output_shape" if "wrong_output_shape" in kinds else "model_build_failed")
+            ErrorKind.CUDA_REQUIRED
+            if ErrorKind.CUDA_REQUIRED in kinds
+            else (
+                ErrorKind.WRONG_OUTPUT_SHAPE if ErrorKind.WRONG_OUTPUT_SHAPE in kinds else ErrorKind.MODEL_BUILD_FAILED
+            )
         )
         where = next((c["error"].get("where", "") for c in cands if c.get("error", {}).get("where")), "")
-        return {
-            "type": kind,
-            "message": f"no candidate model maps (N, 3, 32, 32) to 10 logits ({tried}). Pass --model FILE:CLASS and --model-kwargs if needed",
-            "where": where,
-        }
+        return Failure(
+            kind,
+            f"no candidate model maps (N, 3, 32, 32) to 10 logits ({tried}). Pass --model FILE:CLASS and --model-kwargs if needed",
+            where=where,
+        ).to_dict()
     if probe.get("steps", {}).get("export") != "ok":
-        return {"type": "export_failed", "message": "the model was built but its graph was not exported", "where": ""}
+        return Failure(
+            ErrorKind.EXPORT_FAILED, "the model was built but its graph was not exported", where=""
+        ).to_dict()
     if child.timed_out:
         return child.failure()
     return None
@@ -138,11 +143,11 @@ def _load_graph(facts: Facts, out: Path) -> None:
         graph_bytes = read_output(out, "graph.json", PROBE_OUTPUTS["graph.json"])
         weights_bytes = read_output(out, "weights.safetensors", PROBE_OUTPUTS["weights.safetensors"])
     except FileNotFoundError:
-        facts.failure = {"type": "export_failed", "message": "the probe wrote no graph", "where": ""}
+        facts.failure = Failure(ErrorKind.EXPORT_FAILED, "the probe wrote no graph", where="").to_dict()
         return
     except UnsafeOutput as exc:
-        kind = "too_large" if "bytes" in exc.reason else "unsafe_output"
-        facts.failure = {"type": kind, "message": f"the probe's output {exc}", "where": exc.name}
+        kind = ErrorKind.TOO_LARGE if "bytes" in exc.reason else ErrorKind.UNSAFE_OUTPUT
+        facts.failure = Failure(kind, f"the probe's output {exc}", where=exc.name).to_dict()
         return
     try:
         graph = json.loads(graph_bytes)
@@ -156,17 +161,16 @@ def _load_graph(facts: Facts, out: Path) -> None:
             if isinstance(site, str) and node.module:
                 node.source = site[:200]
     except GraphError as exc:
-        facts.failure = {"type": exc.kind, "message": str(exc), "where": ""}
+        facts.failure = Failure(ErrorKind(exc.kind), str(exc), where="").to_dict()
     except (ValueError, SafetensorError, OSError) as exc:
-        facts.failure = {"type": "bad_graph", "message": f"unreadable graph or weights: {exc}", "where": ""}
+        facts.failure = Failure(ErrorKind.BAD_GRAPH, f"unreadable graph or weights: {exc}", where="").to_dict()
 
 
 def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) -> None:
     if probe is None:
-        facts.aug_failure = {
-            "type": "probe_failed",
-            "message": (facts.failure or {}).get("message", "the probe did not run"),
-        }
+        facts.aug_failure = Failure(
+            ErrorKind.PROBE_FAILED, (facts.failure or {}).get("message", "the probe did not run")
+        ).to_dict()
         return
     transforms = probe.get("transforms")
     if transforms is None:
@@ -178,20 +182,22 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
             )
             where = f" ({err['where']})" if err.get("where") else ""
             assumed = f"; the grader assumed {', '.join(t.assumed)}" if t.assumed else ""
+            # The probe's own kind, relayed as it wrote it: probe.json is the child's (untrusted) output,
+            # and a kind forged there must not stop the grading (ErrorKind() would raise on it).
             facts.aug_failure = {
                 "type": err["type"],
                 "message": f"the grader could not build the train pipeline: {err['message']}{where}{assumed}. Pin how to build it with {pin} (or `transforms` and `transforms_kwargs` in grade.toml)",
             }
         elif disc.torchvision_pipeline:
-            facts.aug_failure = {
-                "type": "not_albumentations",
-                "message": f"the train pipeline at {disc.torchvision_pipeline} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout",
-            }
+            facts.aug_failure = Failure(
+                ErrorKind.NOT_ALBUMENTATIONS,
+                f"the train pipeline at {disc.torchvision_pipeline} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout",
+            ).to_dict()
         elif disc.transforms is None:
-            facts.aug_failure = {
-                "type": "not_found",
-                "message": "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME",
-            }
+            facts.aug_failure = Failure(
+                ErrorKind.NOT_FOUND,
+                "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME",
+            ).to_dict()
         return
     trusted_probe = None
     rebuilt = rebuild_pipeline(transforms.get("to_dict"))

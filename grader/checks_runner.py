@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from grader.checks_api import Check, CheckFailed, NotRun, Undecidable
+from grader.failures import ErrorKind
 
 
 @dataclass
@@ -77,7 +78,7 @@ class _Plugin:
                 points=0.0,
                 max_points=0,
                 message=f"the check file {path.name} could not be loaded: {reason.removeprefix('E').strip()}"[:500],
-                evidence={"error_type": "check_file_error"},
+                evidence={"error_type": ErrorKind.CHECK_FILE_ERROR.value},
                 question="course checks",
             )
         )
@@ -104,7 +105,12 @@ class _Plugin:
             self._record(item, "failed", str(exc).split("\n")[0] or "assertion failed", "", holder)
         else:
             self._record(
-                item, "error", f"the check itself failed: {type(exc).__name__}: {exc}", "", holder, kind="grader_bug"
+                item,
+                "error",
+                f"the check itself failed: {type(exc).__name__}: {exc}",
+                "",
+                holder,
+                kind=ErrorKind.GRADER_BUG.value,
             )
 
     def _record(
@@ -144,16 +150,56 @@ class _Plugin:
 
 
 ERROR_HINTS = {
-    "syntax_error": "fix the syntax error at the place shown, then grade again",
-    "import_error": "install or remove the import named in the message (the grader has torch, torchvision, albumentations, numpy, matplotlib, tqdm, torchinfo)",
-    "timeout": 'the model\'s module must not train or download at import: put that work under `if __name__ == "__main__":`',
-    "cuda_required": "build the model on the CPU: move it to the GPU in the training code, not in __init__ or at import",
-    "exit_called": "do not call exit() or sys.exit() at import time",
-    "model_not_found": "point at the model with --model FILE:CLASS (or grade.toml)",
-    "model_build_failed": "the constructor needs values the grader could not find: pin them with --model-kwargs (or grade.toml)",
-    "wrong_output_shape": "the model must map (N, 3, 32, 32) to (N, 10) class scores",
-    "not_albumentations": "build the train pipeline with albumentations: A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(), A.CoarseDropout(...)])",
-    "not_found": "point at the train pipeline with --transforms FILE:NAME (or grade.toml)",
+    ErrorKind.SYNTAX_ERROR: "fix the syntax error at the place shown, then grade again",
+    ErrorKind.IMPORT_ERROR: "install or remove the import named in the message (the grader has torch, torchvision, albumentations, numpy, matplotlib, tqdm, torchinfo)",
+    ErrorKind.TIMEOUT: 'the model\'s module must not train or download at import: put that work under `if __name__ == "__main__":`',
+    ErrorKind.CUDA_REQUIRED: "build the model on the CPU: move it to the GPU in the training code, not in __init__ or at import",
+    ErrorKind.EXIT_CALLED: "do not call exit() or sys.exit() at import time",
+    ErrorKind.MODEL_NOT_FOUND: "point at the model with --model FILE:CLASS (or grade.toml)",
+    ErrorKind.MODEL_BUILD_FAILED: "the constructor needs values the grader could not find: pin them with --model-kwargs (or grade.toml)",
+    ErrorKind.WRONG_OUTPUT_SHAPE: "the model must map (N, 3, 32, 32) to (N, 10) class scores",
+    ErrorKind.NOT_ALBUMENTATIONS: "build the train pipeline with albumentations: A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(), A.CoarseDropout(...)])",
+    ErrorKind.NOT_FOUND: "point at the train pipeline with --transforms FILE:NAME (or grade.toml)",
+}
+
+# The kinds with no hint of their own, and why: every ErrorKind is in ERROR_HINTS or here, never both
+# (tests/unit/test_unit_failures.py), so a new kind gets a hint or a reason it needs none.
+_ENDS_THE_GRADING = "the whole grading's error (results' top-level error), never a rule's reason"
+_TRAINING_ONLY = "only the training job's: the accuracy rule fails with its message (no error_hint)"
+_NOT_THE_STUDENTS = "the grader's or a course check's own fault: recorded with no hint"
+_GENERIC_FAILED = "a *_failed kind: error_hint's answer for those (the message says what failed)"
+_EARLIER_STAGE = "error_hint's fallback: the error at the top of the report says what broke"
+NO_OWN_HINT = {
+    ErrorKind.DISCOVERY_FAILED: _ENDS_THE_GRADING,
+    ErrorKind.BAD_PIN: _ENDS_THE_GRADING,
+    ErrorKind.GRADER_ERROR: _ENDS_THE_GRADING,
+    ErrorKind.BATCH_ERROR: _ENDS_THE_GRADING,
+    ErrorKind.BAD_OVERRIDE: _ENDS_THE_GRADING,
+    ErrorKind.CLONE_FAILED: _ENDS_THE_GRADING,
+    ErrorKind.UNZIP_FAILED: _ENDS_THE_GRADING,
+    ErrorKind.DIVERGED: _TRAINING_ONLY,
+    ErrorKind.TRAINING_FAILED: _TRAINING_ONLY,
+    ErrorKind.EVALUATION_FAILED: _TRAINING_ONLY,
+    ErrorKind.BAD_CHECKPOINT: _TRAINING_ONLY,
+    ErrorKind.GRADER_BUG: _NOT_THE_STUDENTS,
+    ErrorKind.CHECK_FILE_ERROR: _NOT_THE_STUDENTS,
+    ErrorKind.SANDBOX_FAILED: _GENERIC_FAILED,
+    ErrorKind.IMPORT_FAILED: _GENERIC_FAILED,
+    ErrorKind.TRANSFORMS_BUILD_FAILED: _GENERIC_FAILED,
+    ErrorKind.EXPORT_FAILED: _GENERIC_FAILED,
+    ErrorKind.PROBE_FAILED: _GENERIC_FAILED,
+    ErrorKind.GRAPH_FAILED: _GENERIC_FAILED,
+    ErrorKind.CRASH: _EARLIER_STAGE,
+    ErrorKind.OUT_OF_MEMORY: _EARLIER_STAGE,
+    ErrorKind.FILE_TOO_LARGE: _EARLIER_STAGE,
+    ErrorKind.TOO_LARGE: _EARLIER_STAGE,
+    ErrorKind.UNSAFE_OUTPUT: _EARLIER_STAGE,
+    ErrorKind.BAD_GRAPH: _EARLIER_STAGE,
+    ErrorKind.WEIGHTS_MISMATCH: _EARLIER_STAGE,
+    ErrorKind.UNSUPPORTED_OP: _EARLIER_STAGE,
+    ErrorKind.NO_FEATURE_MAP: _EARLIER_STAGE,
+    ErrorKind.NOT_ANALYSED: _EARLIER_STAGE,
+    ErrorKind.UNDECIDED: _EARLIER_STAGE,
 }
 
 

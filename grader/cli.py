@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from grader.failures import ErrorKind, Failure
 from grader.results import exit_status
 
 EXAMPLES = """\
@@ -228,38 +229,39 @@ def _as_folder(parser: argparse.ArgumentParser, sub: Path, scratch: Path) -> Pat
     raise AssertionError  # parser.error exits
 
 
-def _precheck(folder: Path, args: argparse.Namespace) -> tuple[str, str] | None:
-    """(type, one line) for what cannot be graded at all: no code, no model, a pin that is not there."""
+def _precheck(folder: Path, args: argparse.Namespace) -> Failure | None:
+    """The typed failure (a one-line message) for what cannot be graded at all: no code, no model, a pin
+    that is not there."""
     from grader.discover import DiscoveryError, discover
 
     code = next((p for p in folder.rglob("*") if p.suffix in (".py", ".ipynb") and ".venv" not in p.parts), None)
     if code is None:
-        return (
-            "model_not_found",
+        return Failure(
+            ErrorKind.MODEL_NOT_FOUND,
             f"{args.submission} holds no Python file or notebook to grade (no model; --model FILE:CLASS points at one)",
         )
     try:
         found = discover(folder)
     except DiscoveryError as exc:
-        return "discovery_failed", str(exc)
+        return Failure(ErrorKind.DISCOVERY_FAILED, str(exc))
     classes = sorted({f"{c.file}:{c.cls}" for c in found.models})
     if args.model:
         file, _, cls = args.model.rpartition(":")
         if not (folder / file).is_file() or f"{file}:{cls}" not in classes:
-            return (
-                "bad_pin",
+            return Failure(
+                ErrorKind.BAD_PIN,
                 f"--model {args.model}: no such class; the candidates found: {', '.join(classes) or 'none'}",
             )
-    elif not classes and found.problems and found.problems[0]["type"] == "model_not_found":
+    elif not classes and found.problems and found.problems[0]["type"] == ErrorKind.MODEL_NOT_FOUND:
         files = sorted({*found.py_files, *found.notebooks})[:8]
-        return (
-            "model_not_found",
+        return Failure(
+            ErrorKind.MODEL_NOT_FOUND,
             f"no nn.Module subclass in {args.submission} (read: {', '.join(files)}); point at the model with --model FILE:CLASS",
         )
     if args.transforms:
         file = args.transforms.partition(":")[0]
         if not (folder / file).is_file():
-            return "bad_pin", f"--transforms {args.transforms}: {file} is not a file of the submission"
+            return Failure(ErrorKind.BAD_PIN, f"--transforms {args.transforms}: {file} is not a file of the submission")
     return None
 
 
@@ -279,12 +281,12 @@ def _grade(
     if problem is not None:  # one line, exit 2; a results file too, so a class's gradebook has the row
         from grader.batch.results import error_results
 
-        results = error_results(given.name, {"type": problem[0], "message": problem[1]}, rubric, None)
+        results = error_results(given.name, problem.to_dict(), rubric, None)
         results["submission"]["path"] = str(given.resolve())
         json_path = args.json or args.out / "results.json"
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=1, default=str))
-        print(f"grade: {problem[1]}", file=sys.stderr)
+        print(f"grade: {problem.message}", file=sys.stderr)
         if args.format == "markdown":  # a job summary still says why
             from grader.integrations.markdown import results_markdown
 

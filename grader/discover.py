@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.failures import ErrorKind, Failure
 from grader.source_values import SourceValues, Unresolved, guess_value, suggestions
 from grader.transform_slice import is_script_work, pipeline_slice
 
@@ -199,15 +200,15 @@ def discover(
         disc.models = _model_candidates(py, nb_code, pinned, problems, notes, num_classes)
     if not disc.models:
         problems.append(
-            {
-                "type": "model_not_found",
-                "message": "no nn.Module subclass found in any .py file"
+            Failure(
+                ErrorKind.MODEL_NOT_FOUND,
+                "no nn.Module subclass found in any .py file"
                 + (
                     " (notebooks alone are graded from their cells once the notebook reader is available)"
                     if nb_code
                     else ""
                 ),
-            }
+            ).to_dict()
         )
     disc.aug_calls = _aug_calls(scope, nb_scope) or _aug_calls(py, nb_code)
     found = _transform_candidates(scope, pinned) or _transform_candidates(py, pinned)
@@ -475,7 +476,7 @@ def _model_candidates(
             classes.setdefault(m.group(1), []).append(
                 (f.rel, ast.ClassDef(name=m.group(1), bases=[], keywords=[], body=[], decorator_list=[], lineno=line))
             )
-            problems.append({"type": "syntax_error", "message": f.error or f"{f.rel} does not parse"})
+            problems.append(Failure(ErrorKind.SYNTAX_ERROR, f.error or f"{f.rel} does not parse").to_dict())
     if not classes:
         return []
     names = set(classes)

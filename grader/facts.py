@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.checks_api import NotRun, Undecidable
+from grader.failures import ErrorKind, Failure
 
 
 @dataclass
@@ -37,13 +38,13 @@ class Facts:
         if value is not None:
             return value
         if what in ("graph", "rf", "params"):
-            reason = self.failure or {"type": "not_analysed", "message": "the model was not analysed"}
+            reason = self.failure or Failure(ErrorKind.NOT_ANALYSED, "the model was not analysed").to_dict()
             where = f" ({reason['where']})" if reason.get("where") else ""
             raise Undecidable(
                 f"the model could not be analysed: {reason['type']}{where}: {reason['message']}", reason["type"]
             )
         if what == "aug":
-            reason = self.aug_failure or {"type": "not_found", "message": "no train transforms were found"}
+            reason = self.aug_failure or Failure(ErrorKind.NOT_FOUND, "no train transforms were found").to_dict()
             raise Undecidable(
                 f"the train transforms could not be analysed: {reason['type']}: {reason['message']}", reason["type"]
             )

@@ -20,6 +20,7 @@ from typing import Any
 from grader import __version__
 from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, copy_output, read_output
 from grader.discover import Discovery, DiscoveryError, discover
+from grader.failures import ErrorKind, Failure
 from grader.locations import relabel_results
 from grader.results import RESULTS_SCHEMA
 from grader.rubric import max_score
@@ -153,7 +154,7 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
                 snapshot, opts.model, opts.model_kwargs, opts.transforms, int(rubric["course"]["num_classes"])
             )
         except DiscoveryError as exc:
-            results["error"] = {"type": "discovery_failed", "message": str(exc)}
+            results["error"] = Failure(ErrorKind.DISCOVERY_FAILED, str(exc)).to_dict()
             return results
         results["facts"]["discovery"] = disc.to_dict() | {"root": str(submission)}
         say("probe", "importing and tracing the model in the sandbox")
@@ -202,11 +203,9 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         _keep_artifacts(probe_out, opts.out_dir, facts.warnings)
         results["facts"]["artifacts"] = str(opts.out_dir)
     except Exception as exc:  # the grader's own failure: still a result, typed
-        results["error"] = {
-            "type": "grader_error",
-            "message": f"{type(exc).__name__}: {exc}",
-            "trace": traceback.format_exc()[-3000:],
-        }
+        results["error"] = Failure(
+            ErrorKind.GRADER_ERROR, f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-3000:]
+        ).to_dict()
     finally:
         results["timings"]["total_s"] = round(time.monotonic() - started, 2)
         shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.batch.runner import Unit, UnitOutput, run_unit
+from grader.failures import ErrorKind, Failure
 
 _init_lock = threading.Lock()
 
@@ -74,7 +75,7 @@ class RayEngine:
                 None,
                 0.0,
                 f"ray task failed: {exc}",
-                {"type": "crash", "message": f"the Ray task failed: {type(exc).__name__}: {str(exc)[:300]}"},
+                Failure(ErrorKind.CRASH, f"the Ray task failed: {type(exc).__name__}: {str(exc)[:300]}").to_dict(),
             )
 
     def concurrency(self) -> int:

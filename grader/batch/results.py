@@ -6,13 +6,21 @@ import datetime
 from typing import Any
 
 from grader import __version__
+from grader.failures import ErrorKind
 from grader.results import RESULTS_SCHEMA
 from grader.rubric import max_score
 
 # Errors the batch itself types (the grader types the submission's own: syntax_error, import_error, ...).
-BATCH_ERRORS = ("timeout", "crash", "out_of_memory", "clone_failed", "unzip_failed", "batch_error")
+BATCH_ERRORS = (
+    ErrorKind.TIMEOUT,
+    ErrorKind.CRASH,
+    ErrorKind.OUT_OF_MEMORY,
+    ErrorKind.CLONE_FAILED,
+    ErrorKind.UNZIP_FAILED,
+    ErrorKind.BATCH_ERROR,
+)
 # Results worth redoing on the next run even when nothing changed (the cause was outside the submission).
-RETRY_ERRORS = ("clone_failed", "batch_error", "grader_error")
+RETRY_ERRORS = (ErrorKind.CLONE_FAILED, ErrorKind.BATCH_ERROR, ErrorKind.GRADER_ERROR)
 
 
 def error_results(student: str, error: dict, rubric: dict, content_hash: str | None, output: str = "") -> dict:
@@ -49,7 +57,8 @@ def error_results(student: str, error: dict, rubric: dict, content_hash: str | N
         "checks": checks,
         "facts": {},
         "warnings": [],
-        "error": {"type": error.get("type", "batch_error"), "message": str(error.get("message", ""))},
+        # The caller's failure cut to its two keys, its kind passed on as given (no failure is made here).
+        "error": {"type": error.get("type", ErrorKind.BATCH_ERROR.value), "message": str(error.get("message", ""))},
         "output": output[-20000:],
         "timings": {},
     }

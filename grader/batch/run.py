@@ -35,6 +35,7 @@ from grader.batch.results import RETRY_ERRORS, error_results, now
 from grader.batch.runner import Unit, UnitOutput
 from grader.batch.store import Store
 from grader.batch.unzip import UnzipError, safe_unzip
+from grader.failures import ErrorKind, Failure
 from grader.results import status_of
 from grader.workspace import submission_hash
 
@@ -132,7 +133,7 @@ class Batch:
         except Exception as exc:  # the batch's own failure: this student gets batch_error, the class goes on
             message = f"{type(exc).__name__}: {exc}"
             self.log(f"{entry.student}: batch error {message}\n{traceback.format_exc()}")
-            results = error_results(entry.student, {"type": "batch_error", "message": message}, self.rubric, None)
+            results = error_results(entry.student, Failure(ErrorKind.BATCH_ERROR, message).to_dict(), self.rubric, None)
             self._commit(entry, results, None, {}, traceback.format_exc(), key=None, started=started)
             return Outcome(entry.student, "graded", "error", 0.0, "batch_error", time.monotonic() - started)
         finally:
@@ -148,17 +149,19 @@ class Batch:
                 return self._skipped(entry.student)
             if progress:
                 progress.started()
-            results = error_results(entry.student, {"type": exc.kind, "message": exc.message}, self.rubric, exc.key)
+            results = error_results(
+                entry.student, Failure(ErrorKind(exc.kind), exc.message).to_dict(), self.rubric, exc.key
+            )
             self._commit(entry, results, None, {}, f"{exc.kind}: {exc.message}\n", key, started, retry=key is None)
             return Outcome(entry.student, "graded", "error", 0.0, exc.kind, time.monotonic() - started)
         override = self.opts.overrides.get(entry.student, {})
         if override.get("folder"):
             folder = (prepared.root / str(override["folder"])).resolve()
             if not folder.is_dir() or not folder.is_relative_to(prepared.root.resolve()):
-                error = {
-                    "type": "bad_override",
-                    "message": f"the override folder {override['folder']!r} is not a folder of the submission",
-                }
+                error = Failure(
+                    ErrorKind.BAD_OVERRIDE,
+                    f"the override folder {override['folder']!r} is not a folder of the submission",
+                ).to_dict()
                 results = error_results(entry.student, error, self.rubric, None)
                 self._commit(entry, results, None, {}, error["message"] + "\n", None, started, retry=True)
                 return Outcome(entry.student, "graded", "error", 0.0, "bad_override", time.monotonic() - started)
@@ -172,7 +175,7 @@ class Batch:
         output = self.grade(entry, prepared)
         results = output.results()
         if output.error is not None or results is None:
-            error = output.error or {"type": "crash", "message": "no results"}
+            error = output.error or Failure(ErrorKind.CRASH, "no results").to_dict()
             results = error_results(entry.student, error, self.rubric, content_hash, output.log)
             report = None
         else:
@@ -323,8 +326,8 @@ class Batch:
 def _training_failed(probe: UnitOutput, trained: UnitOutput) -> UnitOutput:
     """The probe's results, with the accuracy rule in error: everything else was graded."""
     results = probe.results() or {}
-    error = trained.error or {"type": "crash", "message": "the training run wrote no results"}
-    results["error"] = {"type": error["type"], "message": f"training: {error['message']}", "where": "train"}
+    error = trained.error or Failure(ErrorKind.CRASH, "the training run wrote no results").to_dict()
+    results["error"] = Failure(ErrorKind(error["type"]), f"training: {error['message']}", where="train").to_dict()
     for check in results.get("checks", []):
         if check.get("id") == "accuracy":
             check.update(status="error", points=0.0, message=f"training did not finish: {error['message']}")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from grader.batch import forkrun
 from grader.boundary import UnsafeOutput, read_output
+from grader.failures import ErrorKind, Failure
 
 # The files of the grader's --out folder the batch keeps (the initial weights only where they exist).
 KEEP = ("results.json", "report.html", "graph.json", "probe.json", "summary.txt", "weights.safetensors")
@@ -89,10 +90,10 @@ def run_unit(unit: Unit, scratch: Path | None = None) -> UnitOutput:
             proc = _start(unit, command, log_path)
         except OSError as exc:
             return UnitOutput(
-                {}, None, 0.0, "", {"type": "batch_error", "message": f"could not start the grader: {exc}"}
+                {}, None, 0.0, "", Failure(ErrorKind.BATCH_ERROR, f"could not start the grader: {exc}").to_dict()
             )
         if not proc.wait(unit.timeout_s):
-            error = {"type": "timeout", "message": f"grading took more than {unit.timeout_s:g} s and was killed"}
+            error = Failure(ErrorKind.TIMEOUT, f"grading took more than {unit.timeout_s:g} s and was killed").to_dict()
             kill_tree(proc.pid)  # while it is alive, so that its descendants can still be found
         _kill_group(proc.pid)  # whatever it left running in its group
         returncode = proc.reap()
@@ -193,11 +194,13 @@ def _crash(returncode: int | None, log: str) -> dict:
         name = (
             signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else str(-returncode)
         )
-        kind = "out_of_memory" if name == "SIGKILL" else "crash"
-        return {"type": kind, "message": f"the grader died from {name} and wrote no results: {tail}"}
+        kind = ErrorKind.OUT_OF_MEMORY if name == "SIGKILL" else ErrorKind.CRASH
+        return Failure(kind, f"the grader died from {name} and wrote no results: {tail}").to_dict()
     if "MemoryError" in log:
-        return {"type": "out_of_memory", "message": f"the grader ran out of memory: {tail}"}
-    return {"type": "crash", "message": f"the grader exited with status {returncode} and wrote no results: {tail}"}
+        return Failure(ErrorKind.OUT_OF_MEMORY, f"the grader ran out of memory: {tail}").to_dict()
+    return Failure(
+        ErrorKind.CRASH, f"the grader exited with status {returncode} and wrote no results: {tail}"
+    ).to_dict()
 
 
 def kill_tree(pid: int) -> None:

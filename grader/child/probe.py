@@ -7,8 +7,9 @@ and measures CoarseDropout, then writes only inert files into the spec's ``out``
 - ``graph.json`` + ``weights.safetensors``: the exported graph and its initial weights
 - ``augmented.npy``: a grid of augmented probe images; ``summary.txt``: the torchinfo summary
 
-Every step catches its own failure and records ``{"type", "message", "where"}``, so the trusted side
-always gets a readable result, even from a submission that crashes at import.
+Every step catches its own failure and records it as a typed failure (``grader/failures.py``:
+``{"type", "message", "where"}``), so the trusted side always gets a readable result, even from a
+submission that crashes at import.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.boundary import write_output
+from grader.failures import ErrorKind, Failure
 
 CUDA_MARKERS = (
     "Torch not compiled with CUDA",
@@ -39,11 +41,11 @@ CUDA_MARKERS = (
 
 
 STAGE_ERRORS = {
-    "building the model": "model_build_failed",
-    "importing the model": "import_failed",
-    "building the transforms": "transforms_build_failed",
-    "exporting the graph": "export_failed",
-    "training": "training_failed",
+    "building the model": ErrorKind.MODEL_BUILD_FAILED,
+    "importing the model": ErrorKind.IMPORT_FAILED,
+    "building the transforms": ErrorKind.TRANSFORMS_BUILD_FAILED,
+    "exporting the graph": ErrorKind.EXPORT_FAILED,
+    "training": ErrorKind.TRAINING_FAILED,
 }
 
 
@@ -58,21 +60,21 @@ def typed_error(exc: BaseException, root: Path, stage: str) -> dict:
         if frames:
             where = f"{_rel(frames[-1].filename, root)}:{frames[-1].lineno}"
     if isinstance(exc, SyntaxError):
-        kind = "syntax_error"
+        kind = ErrorKind.SYNTAX_ERROR
     elif isinstance(exc, (ImportError, ModuleNotFoundError)):
-        kind = "import_error"
+        kind = ErrorKind.IMPORT_ERROR
     elif isinstance(exc, SystemExit):
-        kind = "exit_called"
+        kind = ErrorKind.EXIT_CALLED
         text = f"the code called exit({exc.code!r}) while {stage}"
     elif isinstance(exc, MemoryError):
-        kind = "out_of_memory"
+        kind = ErrorKind.OUT_OF_MEMORY
     elif any(m in text for m in CUDA_MARKERS) or (
         isinstance(exc, (RuntimeError, AssertionError)) and "cuda" in text.lower()
     ):
-        kind = "cuda_required"
+        kind = ErrorKind.CUDA_REQUIRED
     else:
-        kind = STAGE_ERRORS.get(stage, "crash")
-    return {"type": kind, "message": text[:1000], "where": where, "stage": stage}
+        kind = STAGE_ERRORS.get(stage, ErrorKind.CRASH)
+    return Failure(kind, text[:1000], where=where, stage=stage).to_dict()
 
 
 def _rel(path: str, root: Path) -> str:
@@ -138,7 +140,7 @@ def build_model(modules: dict[str, Any], spec: dict, root: Path, report: dict) -
             continue
         cls = getattr(modules[file], cand["class"], None)
         if cls is None:
-            entry["error"] = {"type": "not_found", "message": f"{cand['class']} is not defined in {file}"}
+            entry["error"] = Failure(ErrorKind.NOT_FOUND, f"{cand['class']} is not defined in {file}").to_dict()
             continue
         try:
             model = cls(*cand.get("args", []), **cand.get("kwargs", {}))
@@ -149,10 +151,10 @@ def build_model(modules: dict[str, Any], spec: dict, root: Path, report: dict) -
             entry["output_shape"] = list(out.shape)
             entry["ok"] = tuple(out.shape) == (2, spec["num_classes"])
             if not entry["ok"]:
-                entry["error"] = {
-                    "type": "wrong_output_shape",
-                    "message": f"(2, 3, 32, 32) gives {tuple(out.shape)}, expected (2, {spec['num_classes']})",
-                }
+                entry["error"] = Failure(
+                    ErrorKind.WRONG_OUTPUT_SHAPE,
+                    f"(2, 3, 32, 32) gives {tuple(out.shape)}, expected (2, {spec['num_classes']})",
+                ).to_dict()
         except BaseException as exc:
             entry["error"] = typed_error(exc, root, "building the model")
             continue
@@ -341,7 +343,8 @@ def main(spec_path: str) -> int:
         except BaseException as exc:
             report["steps"]["export"] = "failed"
             err = typed_error(exc, root, "exporting the graph")
-            err["type"] = "cuda_required" if err["type"] == "cuda_required" else "export_failed"
+            if err["type"] != ErrorKind.CUDA_REQUIRED:
+                err["type"] = ErrorKind.EXPORT_FAILED.value
             report["errors"].append(err)
         timings["export"] = time.perf_counter() - t1
         t1 = time.perf_counter()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.boundary import write_output
+from grader.failures import ErrorKind
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -83,7 +84,7 @@ def main(spec_path: str) -> int:
     except BaseException as exc:
         err = typed_error(exc, root, "training")
         if isinstance(exc, FloatingPointError):
-            err["type"] = "diverged"
+            err["type"] = ErrorKind.DIVERGED.value
         return fail(err)
     status["phase"] = "done"
     _write_atomic(out / "status.json", json.dumps(status).encode())

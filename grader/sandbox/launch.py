@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.failures import ErrorKind, Failure
 from grader.sandbox.layers import available, best_layer, bwrap_args, landlock_abi, landlock_policy
 from grader.sandbox.limits import NOBODY, Limits, ProcessGroupLimit, apply_limits, drop_to_nobody
 from grader.sandbox.view import ChildView, child_view
@@ -60,25 +61,24 @@ class ChildResult:
         if self.stopped:
             return None
         if self.timed_out:
-            return {"type": "timeout", "message": f"killed after {self.wall_s:.0f} s (the time limit)"}
+            return Failure(ErrorKind.TIMEOUT, f"killed after {self.wall_s:.0f} s (the time limit)").to_dict()
         if self.returncode == 0:
             return None
         tail = (self.stderr.strip().splitlines() or [""])[-1][:300]
         if self.returncode == LANDLOCK_REFUSED and "Landlock could not be applied" in self.stderr:
-            return {"type": "sandbox_failed", "message": tail}
+            return Failure(ErrorKind.SANDBOX_FAILED, tail).to_dict()
         memory = "MemoryError" in self.stderr or "Cannot allocate" in self.stderr
         if self.signal == "SIGKILL" or memory:
-            return {
-                "type": "out_of_memory",
-                "message": f"the child ran out of memory or was killed ({self.signal or tail})",
-            }
+            return Failure(
+                ErrorKind.OUT_OF_MEMORY, f"the child ran out of memory or was killed ({self.signal or tail})"
+            ).to_dict()
         if self.signal == "SIGXCPU":
-            return {"type": "timeout", "message": "CPU time limit exceeded"}
+            return Failure(ErrorKind.TIMEOUT, "CPU time limit exceeded").to_dict()
         if self.signal == "SIGXFSZ":
-            return {"type": "file_too_large", "message": "the child wrote a file over the size limit"}
+            return Failure(ErrorKind.FILE_TOO_LARGE, "the child wrote a file over the size limit").to_dict()
         if self.signal:
-            return {"type": "crash", "message": f"the child died from {self.signal}: {tail}"}
-        return {"type": "crash", "message": f"the child exited with status {self.returncode}: {tail}"}
+            return Failure(ErrorKind.CRASH, f"the child died from {self.signal}: {tail}").to_dict()
+        return Failure(ErrorKind.CRASH, f"the child exited with status {self.returncode}: {tail}").to_dict()
 
 
 def child_env(

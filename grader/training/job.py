@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from grader.boundary import TRAIN_OUTPUTS, UnsafeOutput, read_output
+from grader.failures import ErrorKind, Failure
 from grader.graph import GraphError
 from grader.sandbox import Limits, child_command, run_sandboxed
 from grader.sandbox.layers import describe as describe_layers
@@ -92,10 +93,12 @@ class _Watcher:
             except UnsafeOutput as exc:
                 if not final:
                     break
-                job.error = {"type": "unsafe_output", "message": f"the training child's output {exc}"}
+                job.error = Failure(ErrorKind.UNSAFE_OUTPUT, f"the training child's output {exc}").to_dict()
                 return True
             except ValueError as exc:
-                job.error = {"type": "unsafe_output", "message": f"the training child's output {name}.json: {exc}"}
+                job.error = Failure(
+                    ErrorKind.UNSAFE_OUTPUT, f"the training child's output {name}.json: {exc}"
+                ).to_dict()
                 return True
             self.seen += 1
             if job.evaluate_epoch(self.seen, weights, stats if isinstance(stats, dict) else {}):
@@ -139,13 +142,13 @@ class TrainingJob:
         try:
             result = self.evaluate_weights(load(weights))
         except GraphError as exc:
-            self.error = {
-                "type": exc.kind,
-                "message": f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)",
-            }
+            self.error = Failure(
+                ErrorKind(exc.kind),
+                f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)",
+            ).to_dict()
             return True
         except Exception as exc:
-            self.error = {"type": "evaluation_failed", "message": f"epoch {epoch}: {type(exc).__name__}: {exc}"}
+            self.error = Failure(ErrorKind.EVALUATION_FAILED, f"epoch {epoch}: {type(exc).__name__}: {exc}").to_dict()
             return True
         self.last_weights = weights
         self.predictions = result.predictions
@@ -363,7 +366,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         try:
             evaluated = job.evaluate_weights(load_checkpoint(Path(opts.weights)))
         except GraphError as exc:
-            result["error"] = {"type": exc.kind, "message": str(exc)}
+            result["error"] = Failure(ErrorKind(exc.kind), str(exc)).to_dict()
             return result
         result.update(best_test_acc=round(evaluated.acc, 2), test_loss=round(evaluated.loss, 4), epochs_run=0)
         result["misclassified_png"] = misclassified_png(test.images, test.labels, evaluated.predictions, test.classes)
