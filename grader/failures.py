@@ -41,7 +41,7 @@ class ErrorKind(str, Enum):
     NOT_ALBUMENTATIONS = "not_albumentations"  # the train pipeline is torchvision's, not albumentations
     WRONG_OUTPUT_SHAPE = "wrong_output_shape"  # the model does not map (N, 3, 32, 32) to (N, classes)
     PROBE_FAILED = "probe_failed"  # the probe wrote no readable report (the transforms were not analysed)
-    # The trusted side reading the probe's and the training child's outputs (grader/analyze.py,
+    # The trusted side reading the probe's and the training child's outputs (grader/facts_from_probe.py,
     # grader/graph.py's GraphError, grader/training/).
     NOT_ANALYSED = "not_analysed"  # a check needed the model's facts and no failure says why they are missing
     NO_FEATURE_MAP = "no_feature_map"  # the graph has no 4-D feature map to measure a receptive field on

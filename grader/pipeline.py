@@ -165,8 +165,8 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             import albumentations  # noqa: F401
 
             import grader.report.html  # noqa: F401  (used by the CLI right after)
-            from grader.analyze import analyze_submission, collect_evidence, reanalyze_augmentations
             from grader.checks_runner import run_checks
+            from grader.facts_from_probe import analyze_submission, collect_evidence, reanalyze_augmentations
 
             probe, child, probe_out = future.result()
         results["timings"]["probe_s"] = round(child.wall_s, 2)

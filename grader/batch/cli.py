@@ -136,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from grader.batch.class_session import Batch, BatchOptions
     from grader.batch.engines import EngineError, make_engine, parse_gpus
     from grader.batch.inputs import InputError, read_input
     from grader.batch.overrides import OverridesError, load_overrides
-    from grader.batch.run import Batch, BatchOptions
     from grader.batch.store import BatchLocked, Store
     from grader.rubric import RubricError, load_rubric
 

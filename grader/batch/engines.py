@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from grader.batch.runner import Unit, UnitOutput, run_unit
+from grader.batch.unit_process import Unit, UnitOutput, run_unit
 
 
 class EngineError(Exception):

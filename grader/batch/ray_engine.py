@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from grader.batch.runner import Unit, UnitOutput, run_unit
+from grader.batch.unit_process import Unit, UnitOutput, run_unit
 from grader.failures import ErrorKind, Failure
 
 _init_lock = threading.Lock()

@@ -19,7 +19,7 @@ MODULES = (
     "jinja2",
     "grader.cli",
     "grader.pipeline",
-    "grader.analyze",
+    "grader.facts_from_probe",
     "grader.checks_runner",
     "grader.report.html",
     "grader.report.sections",

@@ -232,7 +232,7 @@ def _pipeline_inside(obj: Any) -> Any:
 
 
 def _looks_like_train(obj: Any) -> bool:
-    from grader.augment_probe import leaves
+    from grader.augment_inspect import leaves
 
     names = {type(t).__name__ for t in leaves(obj)}
     return bool(names & {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine"})
@@ -389,7 +389,7 @@ def describe_pipeline(pipeline: Any, site: str, out: Path) -> dict:
     import albumentations as A
     import numpy as np
 
-    from grader.augment_probe import augmented_grid, describe, probe_coarse_dropout, showcase_image
+    from grader.augment_inspect import augmented_grid, describe, probe_coarse_dropout, showcase_image
 
     result: dict[str, Any] = {"site": site, "description": describe(pipeline), "version": A.__version__}
     try:

@@ -235,7 +235,7 @@ def record_creation_sites(root: Path) -> None:
 def _keep_kwargs(init: Any) -> Any:
     import functools
 
-    from grader.augment_probe import jsonable
+    from grader.augment_inspect import jsonable
 
     @functools.wraps(init)  # albumentations reads __init__'s signature to serialize the transform
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:

@@ -6,7 +6,7 @@ from importlib import resources
 
 import jinja2
 
-from grader.augment_probe import flatten
+from grader.augment_inspect import flatten
 
 
 def environment() -> jinja2.Environment:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grader.augment_probe import leaves
+from grader.augment_inspect import leaves
 from grader.graph import GraphError, LoadedGraph, RebuiltModel
 from grader.training.recipe import to_model_input
 

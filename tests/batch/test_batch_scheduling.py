@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from grader.batch import engines
+from grader.batch.class_session import Batch, BatchOptions
 from grader.batch.engines import EngineError, LocalEngine, parse_gpus
 from grader.batch.inputs import Entry
-from grader.batch.run import Batch, BatchOptions
-from grader.batch.runner import Unit, UnitOutput
 from grader.batch.store import Store
+from grader.batch.unit_process import Unit, UnitOutput
 from grader.rubric import load_rubric
 
 
@@ -57,7 +57,7 @@ def test_parse_gpus() -> None:
 
 
 def test_unit_command_and_environment() -> None:
-    from grader.batch.runner import _env
+    from grader.batch.unit_process import _env
 
     train = Unit("s", Path("/sub"), train=True, gpu="1", threads=2, hide=["/class"])
     assert train.command(Path("/o"))[-3:] == ["--train", "--device", "cuda"]
@@ -148,7 +148,7 @@ def test_probe_then_train(
 @pytest.mark.parametrize("launch", ["exec", "fork"])
 def test_a_grader_that_writes_no_results_is_a_typed_crash(tmp_path: Path, launch: str) -> None:
     """Both ways of starting a grading: its exit status and output come back, with a typed error."""
-    from grader.batch.runner import run_unit
+    from grader.batch.unit_process import run_unit
 
     output = run_unit(Unit("ann", tmp_path / "missing", timeout_s=120, launch=launch), tmp_path)
     assert output.returncode == 2 and output.files == {}

@@ -16,9 +16,9 @@ import pytest
 from grader.batch.classout import write_class_outputs
 from grader.batch.inputs import Entry
 from grader.batch.results import error_results, gradescope
-from grader.batch.runner import descendants, kill_tree
 from grader.batch.similarity import edit_distance, fingerprint, group_similar
 from grader.batch.store import BatchLocked, Store
+from grader.batch.unit_process import descendants, kill_tree
 from grader.results import status_of
 from grader.rubric import load_rubric
 

@@ -12,7 +12,7 @@ import pytest
 A = pytest.importorskip("albumentations")
 
 from grader.analysis.augmentations import analyze, expected_fill, fill_matches, to_pixels  # noqa: E402
-from grader.augment_probe import describe, probe_coarse_dropout  # noqa: E402
+from grader.augment_inspect import describe, probe_coarse_dropout  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
 
 MEAN = (0.4914, 0.4822, 0.4465)

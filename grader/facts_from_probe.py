@@ -202,7 +202,7 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
     trusted_probe = None
     rebuilt = rebuild_pipeline(transforms.get("to_dict"))
     if rebuilt is not None:
-        from grader.augment_probe import probe_coarse_dropout
+        from grader.augment_inspect import probe_coarse_dropout
 
         try:
             import warnings

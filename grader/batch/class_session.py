@@ -32,8 +32,8 @@ from grader.batch.inputs import Entry
 from grader.batch.overrides import grade_args as override_args
 from grader.batch.progress import ClassProgress
 from grader.batch.results import RETRY_ERRORS, error_results, now
-from grader.batch.runner import Unit, UnitOutput
 from grader.batch.store import Store
+from grader.batch.unit_process import Unit, UnitOutput
 from grader.batch.unzip import UnzipError, safe_unzip
 from grader.failures import ErrorKind, Failure
 from grader.results import status_of
