@@ -1,7 +1,7 @@
 """s6-grader: the autograder for the Session 6 CIFAR-10 CNN assignment.
 
 In a notebook: ``from grader import grade; results = grade(".")`` (see ``grade.__doc__``).
-Nothing heavy is imported here: the sandboxed children import this package too.
+Shared by both sides: the sandboxed children import this package too, so nothing heavy is imported here.
 """
 
 __version__ = "0.1.0"

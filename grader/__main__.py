@@ -1,4 +1,7 @@
-"""``python -m grader`` is the ``grade`` command."""
+"""``python -m grader`` is the ``grade`` command.
+
+Trusted side.
+"""
 
 from grader.cli import entry
 

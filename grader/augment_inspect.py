@@ -1,6 +1,6 @@
 """Describe an albumentations pipeline and measure what its CoarseDropout really does.
 
-Used on both sides: in the sandboxed child on the student's own pipeline object, and on the trusted
+Shared by both sides: in the sandboxed child on the student's own pipeline object, and on the trusted
 side on the pipeline rebuilt from ``A.to_dict`` (plain data) with ``A.from_dict``. Holds no student code.
 
 The description reads each transform's attributes under both the 1.x and the 2.x names, so a

@@ -1,6 +1,6 @@
 """What crosses between a sandboxed child and the trusted side: inert files, by value, never by link.
 
-Used on both sides. A child writes each output to a fresh temporary name and renames it into place
+Shared by both sides. A child writes each output to a fresh temporary name and renames it into place
 (``write_output``): a link planted under the final name is replaced, never followed, so a child can
 not make the grader's own writer overwrite a file elsewhere. The trusted side opens every file a
 child produced without following links (``read_output``): it must be a regular file directly in the

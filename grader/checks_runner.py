@@ -1,4 +1,7 @@
-"""Run the rule checks in ``checks/`` with pytest, in-process, over the facts; collect one result per rule."""
+"""Run the rule checks in ``checks/`` with pytest, in-process, over the facts; collect one result per rule.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The ``grade`` command."""
+"""The ``grade`` command.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Discovery (trusted): find the assignment, the model class and the train transforms by reading files.
+"""Discovery (trusted side): find the assignment, the model class and the train transforms by reading files.
 
 Nothing of the submission runs here: Python files are parsed with ``ast`` and notebooks read as JSON.
 Real submissions are messy (multi-session repos, namespace packages, several models per file, helper

@@ -1,4 +1,4 @@
-"""Trusted analysis: turn the probe's inert outputs into Facts (graph, layers, RF, params, transforms)."""
+"""Trusted side: turn the probe's inert outputs into Facts (graph, layers, RF, params, transforms)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Landlock, the kernel's unprivileged sandbox, through ctypes (no compiled extension, no dependency).
 
-Used on both sides: the trusted launcher asks which ABI the kernel offers (to choose and record the
+Shared by both sides: the trusted launcher asks which ABI the kernel offers (to choose and record the
 layers), and every child restricts itself with it before any submission code runs
 (``grader/child/enter.py``). A restriction cannot be lifted, and it survives ``execve`` and ``fork``.
 

@@ -1,5 +1,7 @@
 """Locations a student recognises: a line of a generated module becomes the line of the student's file.
 
+Trusted side.
+
 Discovery writes modules the student never wrote: a notebook's definitions (``_s6_notebook_*.py``,
 with a map from each of its lines to a cell and a line of that cell) and the train pipeline's slice
 (``_s6_pipeline_*.py``, the same lines as the file it was cut from). Every message, hint and location

@@ -1,5 +1,7 @@
 """Grade one submission: discover -> probe (sandboxed) -> analyze -> [train/evaluate] -> checks -> results.
 
+Trusted side.
+
 Torch is imported only after the probe child has been started, so the parent's import overlaps the
 child's work (the no-train path is dominated by importing torch twice).
 """

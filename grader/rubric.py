@@ -1,4 +1,7 @@
-"""The rubric: rules, thresholds and points, from TOML (a course replaces the default file)."""
+"""The rubric: rules, thresholds and points, from TOML (a course replaces the default file).
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

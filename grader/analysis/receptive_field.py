@@ -1,5 +1,7 @@
 """Receptive field: the analytic recurrence through the graph, and an empirical gradient check.
 
+Trusted side.
+
 Recurrence per layer (per axis): ``k_eff = d*(k-1)+1; rf_out = rf_in + (k_eff-1)*j_in; j_out = j_in*s``.
 Where branches meet (residual adds, concatenations) the largest RF wins. The RF reported is the one
 of a unit of the last feature map before global pooling.

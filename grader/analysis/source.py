@@ -1,5 +1,7 @@
 """Static facts read from the submission's text: GPU use and mentions of max pooling.
 
+Trusted side.
+
 The GPU rule is static by nature (the grader cannot watch the student's own run): the training code
 must pick the GPU when there is one (``torch.device("cuda" ...)``, ``.cuda()``, ``device="cuda"``)
 and move the model or the data there (``.to(device)``, ``.cuda()``).

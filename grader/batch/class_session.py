@@ -1,5 +1,7 @@
 """Grade a class: fetch each submission, skip what is already graded, grade the rest on the engine, commit.
 
+Trusted side.
+
 Per student (in a thread; the work itself runs in the engine's processes)::
 
     prepare   folder: as is; zip: safe unzip; git: shallow clone  -> typed unzip_failed / clone_failed

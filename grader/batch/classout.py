@@ -1,5 +1,7 @@
 """The class outputs, rebuilt from the student folders: grades.csv, results.json, index.html, Gradescope files.
 
+Trusted side.
+
 They are derived only from what is committed under DIR/<student>/, so a re-run after a crash rebuilds
 them exactly, and each is replaced atomically.
 """

@@ -1,4 +1,7 @@
-"""``grade batch INPUT --out DIR``: grade a whole class, in parallel, resumably."""
+"""``grade batch INPUT --out DIR``: grade a whole class, in parallel, resumably.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

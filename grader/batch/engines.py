@@ -1,5 +1,7 @@
 """Where grading units run: a local pool of CPU and GPU slots, or a Ray cluster (see ray_engine).
 
+Trusted side.
+
 An engine runs one unit at a time per caller and blocks until it is done; the batch calls it from
 as many threads as ``concurrency()`` says, so both kinds of slot stay busy: trainings hold GPU slots
 (``per_gpu`` of them on each GPU) while probes of other submissions use the CPU slots meanwhile.

@@ -1,5 +1,7 @@
 """Start a grading as a fresh process forked from a fork server that already imported torch and the grader.
 
+Trusted side.
+
 ``multiprocessing``'s fork server is a clean process started once per batch (never a fork of the batch
 itself, which runs threads); it preloads ``grader.batch.warm``. Each grading is forked from it, so it is
 a process of its own, as with ``python -m grader``, without paying the imports again. The forked

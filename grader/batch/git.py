@@ -1,4 +1,7 @@
-"""Fetch a student's repository: shallow, at a pinned commit when given, never prompting, bounded in time."""
+"""Fetch a student's repository: shallow, at a pinned commit when given, never prompting, bounded in time.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

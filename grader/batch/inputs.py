@@ -1,5 +1,7 @@
 """The class to grade: a folder of sub-folders and ``.zip`` files, or a CSV of ``student,git_url[,commit]``.
 
+Trusted side.
+
 Every entry gets a student name that is safe as a folder name and unique in the class, decided only by the
 input (sorted folder listing, CSV row order), so that a re-run maps each student to the same folder.
 """

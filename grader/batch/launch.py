@@ -1,5 +1,7 @@
 """``python -m grader.batch.launch --parent PID [--memory-mb N] -- COMMAND...``: limit, then exec COMMAND.
 
+Trusted side.
+
 Set in the new process itself, before it becomes the grader: it dies when the batch dies (even from
 ``kill -9``: the kernel sends SIGKILL on the parent's death) and its data memory is capped.
 """

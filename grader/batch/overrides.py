@@ -1,5 +1,7 @@
 """Per-student overrides for a class (``grade batch --overrides FILE``), so a TA never edits a submission.
 
+Trusted side.
+
 TOML, one table per student::
 
     [alice]

@@ -1,5 +1,7 @@
 """Progress of the whole class: graded / failed / broke / skipped and an ETA, on a live bar or as plain lines.
 
+Trusted side.
+
 The ETA counts only submissions graded in this run (skipped ones finish instantly and would make it
 too hopeful): time since the first grading started / graded so far x still to grade.
 """

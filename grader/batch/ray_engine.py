@@ -1,5 +1,7 @@
 """``--engine ray``: the same grading units as Ray tasks, on a cluster (``--address``) or a local instance.
 
+Trusted side.
+
 Workers need not share a filesystem with the driver: a unit travels as a zip of the submission's code
 (the files the grader would copy anyway) and comes back as the grader's output files, which the driver
 commits exactly as the local engine does. Trainings ask for ``1/per_gpu`` of a GPU (Ray's fractional

@@ -1,4 +1,7 @@
-"""Per-student results as the batch stores them: the grader's own, or a typed error the batch wrote."""
+"""Per-student results as the batch stores them: the grader's own, or a typed error the batch wrote.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

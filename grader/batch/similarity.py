@@ -1,5 +1,7 @@
 """Same-architecture leads: groups of submissions whose model graphs (nearly) match.
 
+Trusted side.
+
 A fingerprint is the sequence of the graph's convolutions, poolings and linear layers with their shapes
 and hyperparameters (kernel, stride, padding, dilation, groups, channels, output size), plus the
 transform pipeline's own config. The graph alone decides a group: identical layer sequences form one,

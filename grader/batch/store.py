@@ -1,5 +1,7 @@
 """The output folder: one complete folder per student, replaced atomically, and a marker of what it graded.
 
+Trusted side.
+
 Layout of DIR::
 
     DIR/<student>/      results.json, report.html, log.txt, graph.json, ..., done.json (written last)

@@ -1,5 +1,7 @@
 """Grade one submission in a process of its own: a wall-clock limit, a memory limit, a kill of its whole tree.
 
+Trusted side.
+
 The single-submission grader already sandboxes the student's code; this extra process per submission
 gives the batch its own isolation: a grader that hangs, crashes or leaks memory on one submission
 takes only that submission down, and two students' ``utils``/``model`` modules never meet in one

@@ -1,5 +1,7 @@
 """Preloaded once into the batch's fork server, so that each grading process starts with them imported.
 
+Trusted side.
+
 Every grading still gets a fresh process of its own (forked from the server, which has run nothing of any
 submission); what it skips is importing torch and the grader again (about 2-3 CPU seconds each, the
 largest cost of a no-train grading after the sandboxed probe, which always starts clean).

@@ -1,5 +1,7 @@
 """Code that runs INSIDE a sandboxed child, next to the submission's untrusted code.
 
+Untrusted side (runs inside the sandbox next to the student's code).
+
 Nothing here is trusted by the grader: the child's outputs are inert files (``grader/boundary.py``)
 that the trusted side reads by value and checks again. ``enter`` restricts the process with Landlock
 before anything else runs; ``probe`` imports, builds and traces the model and builds the transforms;

@@ -1,5 +1,7 @@
 """The first code of every sandboxed child: restrict this process with Landlock, then exec the command.
 
+Untrusted side (runs inside the sandbox next to the student's code).
+
 ``python -s <lib>/grader/child/enter.py POLICY -- ARGV...``. POLICY is JSON: the read-only and
 read-write paths (the view of ``grader/sandbox/view.py``). Landlock survives ``execve``, so the
 command and everything it starts stay restricted. When the policy requires Landlock and the kernel

@@ -1,6 +1,6 @@
 """Child side: turn the student's model into inert data (graph JSON + safetensors weights).
 
-Runs inside the sandbox, next to untrusted code. The output is plain JSON and safetensors so the
+Untrusted side (runs inside the sandbox next to the student's code). The output is plain JSON and safetensors so the
 trusted side never unpickles anything; the trusted side re-validates every field it reads.
 
 Graph format (``GRAPH_SCHEMA``)::

@@ -1,5 +1,7 @@
 """The probe: runs INSIDE the sandbox, next to the student's code. ``grader.child.main`` with ``probe SPEC``.
 
+Untrusted side (runs inside the sandbox next to the student's code).
+
 It imports the model module, builds the model, exports its aten graph, builds the train transforms
 and measures CoarseDropout, then writes only inert files into the spec's ``out`` folder:
 

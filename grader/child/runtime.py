@@ -1,5 +1,7 @@
 """Child side: make a student's module importable without letting it do real work.
 
+Untrusted side (runs inside the sandbox next to the student's code).
+
 - Stub modules for third-party imports the submission makes that are not installed (``google.colab``,
   ``torch_lr_finder``…): only imports made from the submission's own files are stubbed, and each is
   recorded so the report can say so.

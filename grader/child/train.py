@@ -1,5 +1,7 @@
 """The training child: runs INSIDE the sandbox. ``grader.child.main`` with ``train SPEC``.
 
+Untrusted side (runs inside the sandbox next to the student's code).
+
 It builds the student's model and train transforms (as the probe did), trains with the grader's
 recipe on the TRAIN split only (an .npy file the trusted side wrote; the test split is never here),
 and after every epoch writes ``epoch_NNN.safetensors`` (the state_dict) and ``epoch_NNN.json`` (train

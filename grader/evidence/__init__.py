@@ -1,5 +1,7 @@
 """Evidence: what a submission shows about itself (README, training logs, notebooks, stated figures).
 
+Trusted side.
+
 Pure Python, read-only, nothing of the submission is executed. ``collect`` gathers everything into one
 JSON-serializable dict for the report; the modules can be used on their own:
 

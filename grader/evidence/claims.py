@@ -1,5 +1,7 @@
 """What a student claims (parameter count, receptive field, best accuracy) beside what was measured.
 
+Trusted side.
+
 Claims are read from README, notebook and log text. The assignment's own requirements, which
 students often copy ("less than 200k", "RF must be more than 44", "achieve 85%"), are not claims.
 """

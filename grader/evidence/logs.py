@@ -1,5 +1,7 @@
 """Find and parse training logs: per-epoch test (or validation) accuracy, wherever a student shows it.
 
+Trusted side.
+
 Each recogniser reads one family of real formats; ``parse_log`` keeps the one that finds the most
 epochs. Train accuracy is never taken for test accuracy: a figure counts as test only when its key or
 its line says test/val, or when it stands alone on a line (``Accuracy: 89.35`` after ``EPOCH: 5``).

@@ -1,5 +1,7 @@
 """Read Jupyter notebooks as data, and cut a notebook-only submission down to its definitions.
 
+Trusted side.
+
 Nothing here executes notebook code: cells are read as JSON (nbformat) and parsed with ``ast``.
 Cell numbers are 1-based positions in the notebook, counting every cell (markdown included),
 because that is what a student finds when counting cells from the top.

@@ -1,5 +1,7 @@
 """What a submission's README.md shows: model summary, model code, augmentation code, log, results, images.
 
+Trusted side.
+
 Only the README's own text and the repository's files are read; links to the web are not followed.
 """
 

@@ -1,4 +1,7 @@
-"""``grade gradescope build|run`` and ``grade init-ci``: small command lines over this package."""
+"""``grade gradescope build|run`` and ``grade init-ci``: small command lines over this package.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

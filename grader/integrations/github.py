@@ -1,5 +1,7 @@
 """``grade init-ci``: a GitHub Actions workflow that grades a student's repo on every push.
 
+Trusted side.
+
 The job grades without training (GitHub's runners have no GPU), appends the rules table to the
 run's summary page, uploads the HTML report as an artifact, and fails when a required rule fails.
 """

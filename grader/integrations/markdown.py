@@ -1,4 +1,7 @@
-"""The rules table as GitHub-flavoured Markdown (``grade --format markdown``), e.g. for a job summary."""
+"""The rules table as GitHub-flavoured Markdown (``grade --format markdown``), e.g. for a job summary.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """``from grader import grade; grade(".")`` in Jupyter or Colab: the results, and the report inline.
 
+Trusted side.
+
 It runs the same ``grade`` command line in a child process, so that a student's notebook kernel
 never imports their model twice or holds the grader's sandbox state. Colab has no user namespaces:
 there the Landlock layer is what protects the run, and the report's isolation line says so.

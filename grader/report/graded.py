@@ -1,4 +1,7 @@
-"""What was graded, said first: the folder, the model, the pipeline, the README, the log, the mode."""
+"""What was graded, said first: the folder, the model, the pipeline, the README, the log, the mode.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

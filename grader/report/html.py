@@ -1,4 +1,7 @@
-"""The self-contained HTML report (Jinja, autoescaped; images are inlined as base64)."""
+"""The self-contained HTML report (Jinja, autoescaped; images are inlined as base64).
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Optional report sections (training, the submission's own evidence), rendered from their templates."""
+"""Optional report sections (training, the submission's own evidence), rendered from their templates.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The terminal summary: one line per rule with a mark, the points and the reason."""
+"""The terminal summary: one line per rule with a mark, the points and the reason.
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

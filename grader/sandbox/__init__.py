@@ -1,4 +1,4 @@
-"""The trusted launchers of untrusted code: what a child sees (``view``), the filesystem layers
+"""The trusted side's launchers of untrusted code: what a child sees (``view``), the filesystem layers
 (``layers``: bubblewrap, Landlock, plain), the limits (``limits``) and the launch itself (``launch``).
 What a child hands back is read by ``grader/boundary.py``.
 """

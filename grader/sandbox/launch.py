@@ -1,5 +1,7 @@
 """Run untrusted code in a child process: the view's filesystem layer, limits, a kill from outside.
 
+Trusted side.
+
 Every child (probe, training, tests) starts the same way, built from one ``ChildView``:
 
     [bwrap <view>] python -s <lib>/grader/child/enter.py <landlock policy> -- ARGV

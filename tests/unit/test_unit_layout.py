@@ -1,0 +1,171 @@
+"""The package's layout rules, read from the source with ``ast`` (nothing of grader/ is imported to check them).
+
+- every module's docstring says which side it runs on, and the side it names is the side it is on;
+- the sandboxed child (grader/child/) imports nothing of the trusted side.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+GRADER = Path(__file__).resolve().parents[2] / "grader"
+ROOT = GRADER.parent
+
+TRUSTED = re.compile(r"(?<!un)trusted side", re.IGNORECASE)
+UNTRUSTED = re.compile(r"untrusted side \(runs inside the sandbox next to the student's code\)", re.IGNORECASE)
+SHARED = re.compile(r"shared by both sides", re.IGNORECASE)
+
+# The modules outside grader/child/ that the sandboxed child may import, and why each may.
+SHARED_MODULES = {
+    "grader/__init__.py": "every import of grader.* runs it; it imports nothing at module level",
+    "grader/boundary.py": "the inert files that cross: the child writes them, the trusted side reads them",
+    "grader/landlock.py": "child/enter.py restricts the child with it; the trusted launcher asks its ABI",
+    "grader/failures.py": "the typed failures the probe and the training child record",
+    "grader/augment_inspect.py": "describes and measures the student's pipeline in the probe, the rebuilt one on the trusted side",
+    "grader/training/__init__.py": "the package marker the training child passes through to import the recipe",
+    "grader/training/recipe.py": "the training child trains with it; the trusted job reads its hyperparameters",
+}
+# Modules whose text this project does not edit: the recipe is kept readable top to bottom, so its side is
+# recorded here (and in SHARED_MODULES) rather than in its docstring.
+SIDE_RECORDED_HERE = {"grader/training/recipe.py": "shared"}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in GRADER.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _expected_side(rel: str) -> str:
+    if rel.startswith("grader/child/"):
+        return "untrusted"
+    return "shared" if rel in SHARED_MODULES else "trusted"
+
+
+def side_problems(rel: str, docstring: str | None) -> list[str]:
+    """What is wrong with one module's docstring: missing, names no side, or names another side than its own."""
+    if not docstring:
+        return [f"{rel}: no module docstring"]
+    named = {
+        "trusted": bool(TRUSTED.search(docstring)),
+        "untrusted": bool(UNTRUSTED.search(docstring)),
+        "shared": bool(SHARED.search(docstring)),
+    }
+    if not any(named.values()):
+        return [
+            f"{rel}: the docstring names no side ('trusted side', 'untrusted side (runs inside ...)', 'shared by both sides')"
+        ]
+    want = _expected_side(rel)
+    if not named[want]:
+        return [f"{rel}: is on the {want} side, but its docstring does not say so"]
+    return []
+
+
+def test_every_module_says_its_side() -> None:
+    problems: list[str] = []
+    for path in _modules():
+        rel = _rel(path)
+        if rel in SIDE_RECORDED_HERE:
+            assert _expected_side(rel) == SIDE_RECORDED_HERE[rel]
+            continue
+        problems += side_problems(rel, ast.get_docstring(ast.parse(path.read_text())))
+    assert not problems, "\n".join(problems)
+    assert len(_modules()) > 60  # the walk does see the package
+
+
+def test_side_rule_catches_a_missing_or_wrong_side() -> None:
+    assert side_problems("grader/x.py", None)
+    assert side_problems("grader/x.py", "Does something.")
+    assert side_problems("grader/child/x.py", "Reads what the trusted side wrote.")  # mentions a side, not its own
+    assert side_problems("grader/boundary.py", "Trusted side.")
+    assert not side_problems("grader/x.py", "Trusted side.")
+    assert not side_problems(
+        "grader/child/x.py", "Untrusted side (runs inside the sandbox next to the student's code)."
+    )
+
+
+def _module_of(rel: str) -> str:
+    name = rel[: -len(".py")].replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _file_of(module: str) -> str | None:
+    base = ROOT / module.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return _rel(path)
+    return None
+
+
+def grader_imports(path: Path, module_level_only: bool = False) -> set[str]:
+    """The grader/ files a module imports (function-level imports too, unless ``module_level_only``),
+    each with the packages it passes through (``grader.training.recipe`` runs ``grader/training/__init__.py``)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    package = _module_of(_rel(path))
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}  # from grader.training import recipe
+    files: set[str] = set()
+    for name in names:
+        if name != "grader" and not name.startswith("grader."):
+            continue
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            found = _file_of(".".join(parts[:i]))
+            if found:
+                files.add(found)
+    return files
+
+
+def _allowed_in_child(rel: str) -> bool:
+    return rel.startswith("grader/child/") or rel in SHARED_MODULES
+
+
+def child_import_problems() -> list[str]:
+    problems = []
+    # The child's own modules: every import, at any level.
+    scanned = [(_rel(p), grader_imports(p)) for p in sorted((GRADER / "child").rglob("*.py"))]
+    # The shared modules must not pull the trusted side in behind them. grader/__init__.py imports the
+    # notebook integration inside grade(), which a child never calls: only its module level counts.
+    for rel in SHARED_MODULES:
+        scanned.append((rel, grader_imports(ROOT / rel, module_level_only=rel == "grader/__init__.py")))
+    for rel, imported in scanned:
+        problems += [f"{rel} imports the trusted-only {dep}" for dep in sorted(imported) if not _allowed_in_child(dep)]
+    return problems
+
+
+def test_the_child_imports_nothing_trusted_only() -> None:
+    assert not child_import_problems(), "\n".join(child_import_problems())
+    # The walk sees the real imports (so an empty list above means something).
+    probe = grader_imports(GRADER / "child" / "probe.py")
+    assert {"grader/boundary.py", "grader/failures.py", "grader/augment_inspect.py"} <= probe
+    assert "grader/training/recipe.py" in grader_imports(GRADER / "child" / "train.py")
+    # The children started by name (grader.child.main) are the child's own modules.
+    tree = ast.parse((GRADER / "child" / "__init__.py").read_text())
+    children = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CHILDREN" for t in node.targets)
+    )
+    for value in ast.literal_eval(children).values():
+        assert value.startswith("grader.child."), value
+
+
+def test_every_shared_module_exists() -> None:
+    for rel in SHARED_MODULES:
+        assert (ROOT / rel).is_file(), rel
