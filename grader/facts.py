@@ -4,27 +4,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader.checks_api import NotRun, Undecidable
 from grader.failures import ErrorKind, Failure
+
+if TYPE_CHECKING:  # only for the annotations: graph.py imports torch, which Facts itself never needs
+    from grader.analysis.augmentations import AugFindings
+    from grader.analysis.layers import ParamFacts, SpatialLayer
+    from grader.analysis.receptive_field import MeasuredRF, RFResult
+    from grader.analysis.source import SourceFacts
+    from grader.discover import Discovery
+    from grader.graph import LoadedGraph
 
 
 @dataclass
 class Facts:
     submission: Path
     rubric: dict
-    discovery: Any = None  # grader.discover.Discovery
+    discovery: Discovery | None = None
     probe: dict | None = None  # the child's probe.json
     failure: dict | None = None  # typed reason the model could not be analysed: {"type", "message", "where"}
-    graph: Any = None  # grader.graph.LoadedGraph
-    layers: list = field(default_factory=list)  # grader.analysis.layers.SpatialLayer
-    rf: Any = None  # grader.analysis.receptive_field.RFResult
-    measured_rf: Any = None  # grader.analysis.receptive_field.MeasuredRF
-    params: Any = None  # grader.analysis.layers.ParamFacts
-    aug: Any = None  # grader.analysis.augmentations.AugFindings
-    aug_failure: dict | None = None
-    sources: Any = None  # grader.analysis.source.SourceFacts
+    graph: LoadedGraph | None = None
+    layers: list[SpatialLayer] = field(default_factory=list)
+    rf: RFResult | None = None
+    measured_rf: MeasuredRF | None = None
+    params: ParamFacts | None = None
+    aug: AugFindings | None = None
+    aug_failure: dict | None = None  # typed reason the train transforms could not be analysed
+    # What the augmentations are decided from (kept to decide them again once the real data's mean is known):
+    # the child's transform description, the trusted probe of the rebuilt pipeline, the student's texts, the
+    # A.* calls found in the source.
+    aug_inputs: tuple[dict, dict | None, list[tuple[str, str]], list[dict]] | None = None
+    augmented_grid_png: str | None = None  # base64 PNG of the probe's augmented images
+    summary_text: str = ""  # the probe's torchinfo summary
+    sandbox: dict = field(default_factory=dict)  # how the probe child was isolated: isolation, wall_s, layers...
+    sources: SourceFacts | None = None
     evidence: dict | None = None  # README / logs / notebooks (grader.evidence)
     training: dict | None = None  # the grader's own training job, when it ran
     training_skipped: str = "not run: pass --train (the default when a GPU is present) to train the model"

@@ -236,7 +236,7 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
 
 def reanalyze_augmentations(facts: Facts) -> None:
     """Decide the augmentations from the stored inputs (again, once the real data's mean is known)."""
-    inputs = getattr(facts, "aug_inputs", None)
+    inputs = facts.aug_inputs
     if inputs is None:
         return
     transforms, trusted_probe, texts, calls = inputs

@@ -249,10 +249,10 @@ def _facts_json(facts: Any) -> dict:
     if facts.graph is not None:
         out["output_shape"] = list(facts.graph.output_shape)
         out["ops"] = sorted({n.aten for n in facts.graph.nodes if n.aten})
-    out["summary"] = getattr(facts, "summary_text", "")
+    out["summary"] = facts.summary_text
     out["transforms"] = (probe.get("transforms") or {}) | {"findings": facts.aug.to_dict() if facts.aug else None}
-    out["augmented_grid"] = getattr(facts, "augmented_grid_png", None)
-    out["sandbox"] = getattr(facts, "sandbox", {})
+    out["augmented_grid"] = facts.augmented_grid_png
+    out["sandbox"] = facts.sandbox
     out["stubbed_modules"] = probe.get("stubbed_modules", [])
     out["datasets_faked"] = probe.get("datasets_faked", [])
     out["probe_warnings"] = probe.get("warnings", [])

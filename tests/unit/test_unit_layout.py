@@ -169,3 +169,106 @@ def test_the_child_imports_nothing_trusted_only() -> None:
 def test_every_shared_module_exists() -> None:
     for rel in SHARED_MODULES:
         assert (ROOT / rel).is_file(), rel
+
+
+def _binds_other_object(func: ast.AST, name: str) -> bool:
+    """``name`` is assigned in ``func`` from a call of something other than ``Facts`` (``ReadmeFacts(...)``...)."""
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = node.value
+            if isinstance(value, ast.Call) and not (isinstance(value.func, ast.Name) and value.func.id == "Facts"):
+                return True
+    return False
+
+
+def _facts_names(func: ast.AST) -> set[str]:
+    """The names that hold a Facts in one function: ``facts`` (the checks' fixture and the pipeline's
+    variable), parameters annotated ``Facts``, and names assigned ``Facts(...)``."""
+    names = {"facts"}
+    if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+        for arg in [*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs]:
+            if arg.annotation is not None and ast.unparse(arg.annotation).strip("'\"") == "Facts":
+                names.add(arg.arg)
+    for node in ast.walk(func):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and ast.unparse(node.value.func) == "Facts"
+        ):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return {n for n in names if not _binds_other_object(func, n)}
+
+
+def facts_assignments(tree: ast.Module) -> list[tuple[str, int]]:
+    """Every ``<facts>.attr = ...`` (also ``+=``, annotated, ``self.facts.attr``, ``setattr(facts, "attr", ...)``)."""
+    found = []
+    scopes = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))]
+    for scope in scopes:
+        names = _facts_names(scope)
+        body = scope.body if isinstance(scope, ast.Module) else [scope]
+        for node in (n for top in body for n in ast.walk(top)):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) == "setattr" and len(node.args) == 3:
+                obj, attr = node.args[0], node.args[1]
+                if isinstance(obj, ast.Name) and obj.id in names and isinstance(attr, ast.Constant):
+                    found.append((str(attr.value), node.lineno))
+            for target in targets:
+                for sub in ast.walk(target):
+                    if not isinstance(sub, ast.Attribute):
+                        continue
+                    owner = sub.value
+                    if (isinstance(owner, ast.Name) and owner.id in names) or (
+                        isinstance(owner, ast.Attribute) and owner.attr == "facts"
+                    ):
+                        found.append((sub.attr, sub.lineno))
+    return sorted(set(found), key=lambda item: item[1])
+
+
+def undeclared_facts_attributes(fields: set[str]) -> list[str]:
+    problems = []
+    for root in (GRADER, ROOT / "checks"):
+        for path in sorted(root.rglob("*.py")):
+            for attr, line in facts_assignments(ast.parse(path.read_text())):
+                if attr not in fields:
+                    problems.append(f"{_rel(path)}:{line}: facts.{attr} is not a field of grader.facts.Facts")
+    return problems
+
+
+def _facts_fields() -> set[str]:
+    import dataclasses
+
+    from grader.facts import Facts
+
+    return {f.name for f in dataclasses.fields(Facts)}
+
+
+def test_every_facts_attribute_is_a_declared_field() -> None:
+    fields = _facts_fields()
+    assert not undeclared_facts_attributes(fields), "\n".join(undeclared_facts_attributes(fields))
+    # The scan sees the real assignments (grader/facts_from_probe.py sets most of them).
+    seen = {attr for attr, _ in facts_assignments(ast.parse((GRADER / "facts_from_probe.py").read_text()))}
+    assert {"sandbox", "summary_text", "aug_inputs", "augmented_grid_png", "mean", "std", "aug_failure"} <= seen
+    seen_job = {attr for attr, _ in facts_assignments(ast.parse((GRADER / "training" / "job.py").read_text()))}
+    assert {"training_skipped", "mean", "std"} <= seen_job
+    # ...and an attribute added at run time is caught.
+    stray = ast.parse("def f(facts):\n    facts.shiny = 1\n\ndef g(x: Facts):\n    setattr(x, 'other', 2)\n")
+    assert [a for a, _ in facts_assignments(stray) if a not in fields] == ["shiny", "other"]
+    other = ast.parse("def h(root):\n    facts = ReadmeFacts(path=root)\n    facts.parts = {}\n")
+    assert facts_assignments(other) == []  # another object that happens to be called facts
+
+
+def test_no_getattr_default_on_facts() -> None:
+    """A field has its default in the dataclass; ``getattr(facts, "x", default)`` would hide a missing one."""
+    problems = []
+    for root in (GRADER, ROOT / "checks"):
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and ast.unparse(node.func) in ("getattr", "hasattr") and node.args:
+                    first = ast.unparse(node.args[0])
+                    if (first == "facts" or first.endswith(".facts")) and isinstance(node.args[1], ast.Constant):
+                        problems.append(f"{_rel(path)}:{node.lineno}: {ast.unparse(node)}")
+    assert not problems, "\n".join(problems)
