@@ -125,8 +125,8 @@ def test_missing_data_skips_the_rule_in_one_line(tmp_path):
     assert code == 0  # a rule not decided is not a failure
 
 
-def test_a_model_that_cannot_learn_fails_at_the_cap(data, tmp_path):
-    sub = tmp_path / "blind"
+def blind_copy(sub):
+    """The base fixture copied to ``sub`` with a model that cannot learn: its input is multiplied by 0."""
     shutil.copytree(BASE, sub)
     model = (
         (sub / "model.py")
@@ -134,6 +134,11 @@ def test_a_model_that_cannot_learn_fails_at_the_cap(data, tmp_path):
         .replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")
     )
     (sub / "model.py").write_text(model)
+    return sub
+
+
+def test_a_model_that_cannot_learn_fails_at_the_cap(data, tmp_path):
+    sub = blind_copy(tmp_path / "blind")
     code, results, out = run_grade(
         sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", rubric(tmp_path, epochs=2)
     )
@@ -196,14 +201,7 @@ evidence_max_epochs = {ceiling}
 
 def blind_with_a_late_log(tmp_path):
     """A model that cannot learn, whose README log claims the target first at epoch 4 of 4."""
-    sub = tmp_path / "late"
-    shutil.copytree(BASE, sub)
-    model = (
-        (sub / "model.py")
-        .read_text()
-        .replace("x = self.c4(self.c3(self.c2(self.c1(x))))", "x = self.c4(self.c3(self.c2(self.c1(x * 0))))")
-    )
-    (sub / "model.py").write_text(model)
+    sub = blind_copy(tmp_path / "late")
     readme = (sub / "README.md").read_text()
     start = readme.index("```\nEpoch 1")
     end = readme.index("```", start + 3) + 3

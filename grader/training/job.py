@@ -379,7 +379,6 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         return None
     facts.mean, facts.std = train.mean_std()
     job.hyp, notes = resolve_hyp(opts.rubric.get("training", {}), disc.pinned.get("training"), opts.epochs)
-    result["hyp"] = job.hyp
     result["notes"] = notes
     if job.device.type == "cpu":
         minutes = len(train) / 50000 * 2.5
