@@ -236,21 +236,22 @@ def _precheck(folder: Path, args: argparse.Namespace) -> Failure | None:
     """The typed failure (a one-line message) for what cannot be graded at all: no code, no model, a pin
     that is not there."""
     from grader.discover import DiscoveryError, discover
+    from grader.submission import Submission
 
-    code = next((p for p in folder.rglob("*") if p.suffix in (".py", ".ipynb") and ".venv" not in p.parts), None)
-    if code is None:
+    index = Submission.scan(folder)
+    if not index.files(".py", ".ipynb"):
         return Failure(
             ErrorKind.MODEL_NOT_FOUND,
             f"{args.submission} holds no Python file or notebook to grade (no model; --model FILE:CLASS points at one)",
         )
     try:
-        found = discover(folder)
+        found = discover(index)
     except DiscoveryError as exc:
         return Failure(ErrorKind.DISCOVERY_FAILED, str(exc))
     classes = sorted({f"{c.file}:{c.cls}" for c in found.models})
     if args.model:
         file, _, cls = args.model.rpartition(":")
-        if not (folder / file).is_file() or f"{file}:{cls}" not in classes:
+        if not index.has(file) or f"{file}:{cls}" not in classes:
             return Failure(
                 ErrorKind.BAD_PIN,
                 f"--model {args.model}: no such class; the candidates found: {', '.join(classes) or 'none'}",
@@ -263,7 +264,7 @@ def _precheck(folder: Path, args: argparse.Namespace) -> Failure | None:
         )
     if args.transforms:
         file = args.transforms.partition(":")[0]
-        if not (folder / file).is_file():
+        if not index.has(file):
             return Failure(ErrorKind.BAD_PIN, f"--transforms {args.transforms}: {file} is not a file of the submission")
     return None
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from grader.failures import ErrorKind, Failure
 from grader.source_values import SourceValues, Unresolved, guess_value, suggestions
+from grader.submission import Submission
 from grader.transform_slice import is_script_work, pipeline_slice
 
 try:
@@ -32,27 +32,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-SKIP_DIRS = {
-    ".git",
-    ".hg",
-    ".svn",
-    ".venv",
-    "venv",
-    "env",
-    "__pycache__",
-    "node_modules",
-    "site-packages",
-    "grade-out",
-    ".ipynb_checkpoints",
-    "wandb",
-    "runs",
-    "lightning_logs",
-    ".idea",
-    ".vscode",
-    ".mypy_cache",
-    ".pytest_cache",
-}
-MAX_FILES = 4000
 MAX_PY_BYTES = 2_000_000
 MAX_NB_BYTES = 50_000_000
 MODEL_FILE_NAMES = {
@@ -142,11 +121,14 @@ class Discovery:
     sys_path: list[str] = field(default_factory=list)
     torchvision_pipeline: str | None = None  # "file:line" of a torchvision train pipeline (not albumentations)
     locations: dict[str, dict] = field(default_factory=dict)  # generated file -> its source (grader/locations.py)
+    # The one index of the submission every later stage reads (not part of the report).
+    submission: Submission | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, submission=None))
         d["root"] = str(self.root)
         d.pop("generated")
+        d.pop("submission")
         return d
 
 
@@ -159,18 +141,21 @@ class _PyFile:
 
 
 def discover(
-    root: Path,
+    source: Path | Submission,
     model: str | None = None,
     model_kwargs: dict | None = None,
     transforms: str | None = None,
     num_classes: int = 10,
     transforms_kwargs: dict | None = None,
 ) -> Discovery:
-    """Read the submission at ``root`` and decide what the probe should import and build."""
-    root = root.resolve()
-    if not root.is_dir():
-        raise DiscoveryError(f"{root} is not a folder")
-    pinned = _read_grade_toml(root)
+    """Read the submission (a folder, or its index) and decide what the probe should import and build."""
+    if not isinstance(source, Submission):
+        if not Path(source).is_dir():
+            raise DiscoveryError(f"{source} is not a folder")
+        source = Submission.scan(Path(source).resolve())
+    sub = source
+    root = sub.root
+    pinned = _read_grade_toml(sub)
     if model:
         pinned["model"] = model
     if model_kwargs is not None:
@@ -179,10 +164,12 @@ def discover(
         pinned["transforms"] = transforms
     if transforms_kwargs is not None:
         pinned["transforms_kwargs"] = transforms_kwargs
-    files, notebooks, notes = _walk(root)
-    py = {rel: _parse(root / rel, rel) for rel in files}
-    nb_code = {rel: _notebook_code(root / rel) for rel in notebooks}
-    generated, locations = _notebook_modules(root, notebooks, notes)
+    files = sub.files(".py", max_bytes=MAX_PY_BYTES)
+    notebooks = sub.files(".ipynb", max_bytes=MAX_NB_BYTES)
+    notes = list(sub.notes)
+    py = {rel: _parse(sub, rel) for rel in files}
+    nb_code = {rel: _notebook_code(sub, rel) for rel in notebooks}
+    generated, locations = _notebook_modules(sub, notebooks, notes)
     for rel, source in generated.items():
         py[rel] = _PyFile(rel, source, ast.parse(source), None)
     assignment = _assignment_dir(root, py, nb_code)
@@ -193,6 +180,7 @@ def discover(
         root, assignment, [], None, [], [], sorted(files), sorted(nb_code), notes, problems, pinned, generated
     )
     disc.locations = locations
+    disc.submission = sub
     scope = {rel: f for rel, f in py.items() if _under(rel, assignment)}
     nb_scope = {rel: code for rel, code in nb_code.items() if _under(rel, assignment)}
     disc.models = _model_candidates(scope, nb_scope, pinned, problems, notes, num_classes)
@@ -242,29 +230,11 @@ def discover(
 # ---- files --------------------------------------------------------------------------------------
 
 
-def _walk(root: Path) -> tuple[list[str], list[str], list[str]]:
-    files, notebooks, notes = [], [], []
-    count = 0
-    for path in sorted(root.rglob("*")):
-        rel_parts = path.relative_to(root).parts
-        if any(p in SKIP_DIRS or (p.startswith(".") and p != ".") for p in rel_parts[:-1]):
-            continue
-        if path.is_symlink() or not path.is_file():
-            continue
-        count += 1
-        if count > MAX_FILES:
-            notes.append(f"stopped reading after {MAX_FILES} files")
-            break
-        rel = path.relative_to(root).as_posix()
-        if path.suffix == ".py" and path.stat().st_size <= MAX_PY_BYTES:
-            files.append(rel)
-        elif path.suffix == ".ipynb" and path.stat().st_size <= MAX_NB_BYTES:
-            notebooks.append(rel)
-    return files, notebooks, notes
-
-
-def _parse(path: Path, rel: str) -> _PyFile:
-    text = path.read_text(errors="replace")
+def _parse(sub: Submission, rel: str) -> _PyFile:
+    try:
+        text = sub.source(rel)
+    except OSError as exc:
+        return _PyFile(rel, "", None, f"{rel}: cannot be read ({exc})")
     try:
         return _PyFile(rel, text, ast.parse(text), None)
     except SyntaxError as exc:
@@ -273,21 +243,20 @@ def _parse(path: Path, rel: str) -> _PyFile:
         return _PyFile(rel, text, None, f"{rel}: {exc}")
 
 
-def _notebook_code(path: Path) -> str:
+def _notebook_code(sub: Submission, rel: str) -> str:
     """All code cells of a notebook joined (magics and shell lines commented out); '' if unreadable."""
+    from grader.evidence.notebooks import NotebookError
+
     try:
-        nb = json.loads(path.read_text(errors="replace"))
-        cells = nb.get("cells", [])
-    except (ValueError, AttributeError):
+        cells = sub.notebook(rel).code_cells
+    except NotebookError:
         return ""
     out = []
     for cell in cells:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
         out.append(
-            "\n".join("# " + line if line.lstrip().startswith(("%", "!")) else line for line in src.splitlines())
+            "\n".join(
+                "# " + line if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines()
+            )
         )
     return "\n\n".join(out)
 
@@ -296,12 +265,13 @@ def _under(rel: str, folder: str) -> bool:
     return not folder or rel == folder or rel.startswith(folder + "/")
 
 
-def _read_grade_toml(root: Path) -> dict:
-    path = root / "grade.toml"
-    if not path.is_file():
+def _read_grade_toml(sub: Submission) -> dict:
+    if not sub.has("grade.toml"):
         return {}
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(sub.read_bytes("grade.toml").decode())
+    except OSError as exc:
+        raise DiscoveryError(f"grade.toml cannot be read: {exc}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DiscoveryError(f"grade.toml is not valid TOML: {exc}") from exc
     section = data.get("grade", data)
@@ -359,15 +329,17 @@ def _is_generated(rel: str) -> bool:
     return rel.rsplit("/", 1)[-1].startswith(GENERATED_PREFIX)
 
 
-def _notebook_modules(root: Path, notebooks: list[str], notes: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
+def _notebook_modules(
+    sub: Submission, notebooks: list[str], notes: list[str]
+) -> tuple[dict[str, str], dict[str, dict]]:
     """A module of each notebook's definitions (imports, classes, functions, constants), written next
     to the notebook in the probe's copy; its training cells, magics and Drive mounts are left out."""
-    from grader.evidence.notebooks import NotebookError, definitions_module, read_notebook
+    from grader.evidence.notebooks import NotebookError, definitions_module
 
     out, locations = {}, {}
     for rel in notebooks:
         try:
-            module = definitions_module(read_notebook(root / rel))
+            module = definitions_module(sub.notebook(rel))
             ast.parse(module.source)
         except (NotebookError, SyntaxError, ValueError) as exc:
             notes.append(f"{rel}: its definitions could not be read ({str(exc)[:120]})")

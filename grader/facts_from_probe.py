@@ -21,6 +21,7 @@ from grader.failures import ErrorKind, Failure
 from grader.graph import GraphError, load_graph
 from grader.sandbox import ChildResult
 from grader.sandbox.layers import describe as describe_layers
+from grader.submission import Submission
 
 
 def analyze_submission(
@@ -47,7 +48,7 @@ def analyze_submission(
             "the submission ran under Landlock alone, without bubblewrap's namespaces (filesystem allowlist, TCP denied)"
         )
     facts.warnings += [note for note in child.notes if "planted" in note or "inside" in note]
-    facts.sources = read_sources(submission, disc.py_files, disc.notebooks)
+    facts.sources = read_sources(disc.submission or submission, disc.py_files, disc.notebooks)
     facts.failure = _model_failure(disc, probe, child)
     if facts.failure is None:
         _load_graph(facts, out)
@@ -221,7 +222,7 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
     facts.aug_inputs = (
         transforms,
         trusted_probe,
-        student_texts(facts.submission, disc),
+        student_texts(disc.submission or Submission.scan(facts.submission), disc),
         [c.__dict__ for c in disc.aug_calls],
     )
     reanalyze_augmentations(facts)
@@ -260,24 +261,22 @@ def rebuild_pipeline(config: Any) -> Any:
         return None
 
 
-def student_texts(root: Path, disc: Discovery) -> list[tuple[str, str]]:
+def student_texts(sub: Submission, disc: Discovery) -> list[tuple[str, str]]:
     """Texts of the student's own run: notebook outputs and log files (for warnings they saw)."""
+    from grader.evidence.notebooks import NotebookError
+
     texts = []
     for rel in disc.notebooks:
         try:
-            nb = json.loads((root / rel).read_text(errors="replace"))
-        except (OSError, ValueError):
+            cells = sub.notebook(rel).code_cells
+        except NotebookError:
             continue
-        chunks = []
-        for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
-            for output in cell.get("outputs", []) if isinstance(cell, dict) else []:
-                text = output.get("text") if isinstance(output, dict) else None
-                if text:
-                    chunks.append("".join(text) if isinstance(text, list) else str(text))
-        texts.append((rel, "\n".join(chunks)))
-    for path in list(root.glob("*.log")) + list(root.glob("**/log*.txt"))[:20]:
+        texts.append((rel, "\n".join(c.outputs_text for c in cells if c.outputs_text)))
+    logs = [rel for rel in sub.files(".log") if "/" not in rel]
+    logs += [rel for rel in sub.files(".txt") if rel.rsplit("/", 1)[-1].startswith("log")][:20]
+    for rel in logs:
         try:
-            texts.append((path.relative_to(root).as_posix(), path.read_text(errors="replace")[:2_000_000]))
+            texts.append((rel, sub.text(rel)[:2_000_000]))
         except OSError:
             continue
     return texts
@@ -316,4 +315,4 @@ def collect_evidence(facts: Facts, disc: Discovery, rubric: dict) -> dict:
         measured["accuracy_source"] = "checkpoint" if training.get("source") == "checkpoint accuracy" else "grader"
     target = float(rubric["rules"]["training_log"].get("target", 85.0))
     folder = facts.submission / disc.assignment_dir if disc.assignment_dir else None
-    return collect(facts.submission, folder, target=target, measured=measured)
+    return collect(disc.submission or facts.submission, folder, target=target, measured=measured)

@@ -27,14 +27,8 @@ from grader.locations import relabel_results
 from grader.results import RESULTS_SCHEMA
 from grader.rubric import max_score
 from grader.sandbox import ChildResult, Limits, child_command, run_sandboxed
-from grader.workspace import (
-    copy_submission,
-    copyable_files,
-    fresh_copy,
-    sensitive_paths,
-    submission_hash,
-    transforms_spec,
-)
+from grader.submission import Submission
+from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 MAX_PROBE_CANDIDATES = 24  # classes x assumed constructor arguments the probe may try
 
@@ -145,16 +139,14 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
     work = Path(tempfile.mkdtemp(prefix="s6-grade-"))
     try:
         say("discover", str(submission))
-        # One walk of the tree: the hash, and a snapshot by value (no links) that every later stage
-        # reads, so that a link in the submission cannot bring a file of this machine into the report.
-        files = copyable_files(submission)
-        results["submission"]["hash"] = submission_hash(submission, rubric, files)
+        # One walk of the tree, each file read once: a snapshot by value (no links) that every later
+        # stage reads through its index, so that a link in the submission cannot bring a file of
+        # this machine into the report; the hash comes from the same reads.
         snapshot = work / "snapshot"
-        copy_submission(submission, snapshot, files)
+        index = Submission.scan(submission).copy_to(snapshot)
+        results["submission"]["hash"] = index.content_hash(rubric)
         try:
-            disc = discover(
-                snapshot, opts.model, opts.model_kwargs, opts.transforms, int(rubric["course"]["num_classes"])
-            )
+            disc = discover(index, opts.model, opts.model_kwargs, opts.transforms, int(rubric["course"]["num_classes"]))
         except DiscoveryError as exc:
             results["error"] = Failure(ErrorKind.DISCOVERY_FAILED, str(exc)).to_dict()
             return results
@@ -263,6 +255,14 @@ def _facts_json(facts: Any) -> dict:
     return out
 
 
+def _indexed_source(index: Submission, file: str) -> str:
+    rel = index.normalize(file)
+    try:
+        return index.source(rel) if index.has(rel) else ""
+    except OSError:
+        return ""
+
+
 def _qa(facts: Any) -> dict:
     """Material for the report's answers to the assignment's questions (model code, augmentation code)."""
     qa: dict[str, Any] = {}
@@ -270,13 +270,11 @@ def _qa(facts: Any) -> dict:
     if disc is not None and disc.models:
         picked = next((c for c in (facts.probe or {}).get("candidates", []) if c.get("chosen")), None)
         chosen = picked["class"] if picked else disc.models[0].cls
-        file = (picked or {}).get("file") or disc.models[0].file
-        path = facts.submission / file
-        text = (
-            disc.generated.get(file)
-            if file in disc.generated
-            else (path.read_text(errors="replace") if path.is_file() else "")
-        )
+        # The probe's output is untrusted: the file it names is looked up in the index, never opened by
+        # path, so "../../etc/passwd" names nothing.
+        file = str((picked or {}).get("file") or disc.models[0].file)
+        index = disc.submission or Submission.scan(facts.submission)
+        text = disc.generated.get(file) if file in disc.generated else _indexed_source(index, file)
         qa["model_code"] = {"file": file, "cls": chosen, "text": (text or "")[:30_000]}
     if disc is not None:
         qa["augmentation_code"] = [{"file": c.file, "line": c.line, "text": c.text} for c in disc.aug_calls[:20]]

@@ -1,84 +1,18 @@
-"""The trusted side's working area for one grading: a snapshot of the submission, and a fresh copy
-of it for every child.
+"""The trusted side's working area for one grading: a fresh copy of the snapshot for every child.
 
-The snapshot is taken once, by value (regular files only, no links, size caps): discovery, the
-evidence and the report read it, never the submission itself, so that a link in a submission cannot
-bring a file of the grading machine into a report. Each child gets its own copy of the snapshot, so
-nothing one child wrote is seen by the next. ``sensitive_paths`` lists what no child may see.
+The snapshot itself is made once by ``grader.submission.Submission.copy_to`` (by value: regular
+files only, no links, size caps); discovery, the evidence and the report read it, never the
+submission itself. Each child gets its own copy of the snapshot, so nothing one child wrote is seen
+by the next. ``sensitive_paths`` lists what no child may see.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
-
-COPY_SKIP_DIRS = {
-    ".git",
-    ".venv",
-    "venv",
-    "env",
-    "__pycache__",
-    "node_modules",
-    "wandb",
-    "runs",
-    "grade-out",
-    ".ipynb_checkpoints",
-}
-COPY_MAX_FILE = 20 * 1024 * 1024  # data and checkpoints stay behind: the probe needs code
-COPY_MAX_TEXT = 60 * 1024 * 1024  # notebooks with their plots, long logs: the evidence needs them
-TEXT_SUFFIXES = {".ipynb", ".md", ".txt", ".log", ".csv", ".json"}
-COPY_MAX_TOTAL = 300 * 1024 * 1024
-
-
-def submission_hash(root: Path, rubric: dict, files: list[Path] | None = None) -> str:
-    """Content hash of the submission's files (what the snapshot copies) and the rubric."""
-    h = hashlib.sha256(json.dumps(rubric, sort_keys=True, default=str).encode())
-    for path in sorted(files if files is not None else copyable_files(root)):
-        rel = path.relative_to(root).as_posix()
-        h.update(rel.encode() + b"\0")
-        with open(path, "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
-    return h.hexdigest()[:16]
-
-
-def copyable_files(root: Path) -> list[Path]:
-    """The submission's regular files worth grading: no links, no data or environments, size caps."""
-    out, total = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in COPY_SKIP_DIRS and not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            size = path.stat().st_size
-            cap = COPY_MAX_TEXT if path.suffix.lower() in TEXT_SUFFIXES else COPY_MAX_FILE
-            if size > cap or total + size > COPY_MAX_TOTAL:
-                continue
-            total += size
-            out.append(path)
-    return out
-
-
-def copy_submission(root: Path, dest: Path, files: list[Path] | None = None) -> None:
-    """A copy of ``root``'s files by value: a file swapped for a link meanwhile is left out."""
-    for path in files if files is not None else copyable_files(root):
-        target = dest / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue
-        with os.fdopen(fd, "rb") as src:
-            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-                continue
-            with open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
 
 
 def fresh_copy(snapshot: Path, work: Path, disc: Any, prefix: str) -> Path:

@@ -9,10 +9,11 @@ and move the model or the data there (``.to(device)``, ``.cuda()``).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from grader.submission import Submission, as_submission
 
 DEVICE_PICK = re.compile(
     r"""torch\.device\(\s*['"]cuda|['"]cuda(:\d)?['"]\s*if\s+torch\.cuda\.is_available|torch\.cuda\.is_available\(\)|device\s*=\s*['"]cuda"""
@@ -28,28 +29,28 @@ class SourceFacts:
     maxpool_lines: list[str] = field(default_factory=list)
 
 
-def _code_texts(root: Path, py_files: list[str], notebooks: list[str]) -> list[tuple[str, str]]:
+def _code_texts(sub: Submission, py_files: list[str], notebooks: list[str]) -> list[tuple[str, str]]:
+    from grader.evidence.notebooks import NotebookError
+
     out = []
     for rel in py_files:
         try:
-            out.append((rel, (root / rel).read_text(errors="replace")))
+            out.append((rel, sub.source(rel)))
         except OSError:
             continue
     for rel in notebooks:
         try:
-            nb = json.loads((root / rel).read_text(errors="replace"))
-        except (OSError, ValueError):
+            cells = sub.notebook(rel).code_cells
+        except NotebookError:
             continue
-        for i, cell in enumerate(nb.get("cells", []) if isinstance(nb, dict) else []):
-            if isinstance(cell, dict) and cell.get("cell_type") == "code":
-                src = cell.get("source", "")
-                out.append((f"{rel} cell {i + 1}", "".join(src) if isinstance(src, list) else str(src)))
+        out += [(f"{rel} cell {cell.index}", cell.source) for cell in cells]
     return out
 
 
-def read_sources(root: Path, py_files: list[str], notebooks: list[str]) -> SourceFacts:
+def read_sources(source: Path | Submission, py_files: list[str], notebooks: list[str]) -> SourceFacts:
+    """Device selection, moves to the device and max pooling, line by line in code and code cells."""
     facts = SourceFacts()
-    for name, text in _code_texts(root, py_files, notebooks):
+    for name, text in _code_texts(as_submission(source), py_files, notebooks):
         for number, line in enumerate(text.splitlines(), 1):
             stripped = line.strip()
             if stripped.startswith("#"):

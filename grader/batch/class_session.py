@@ -5,7 +5,7 @@ Trusted side.
 Per student (in a thread; the work itself runs in the engine's processes)::
 
     prepare   folder: as is; zip: safe unzip; git: shallow clone  -> typed unzip_failed / clone_failed
-    key       content hash of the submission and the rubric (grader.workspace.submission_hash), the mode
+    key       content hash of the submission and the rubric (grader.submission.Submission.content_hash), the mode
               (train or not) and the grader version; equal to the committed done.json's -> skipped
     grade     one ``python -m grader`` process (with GPUs and --train: a CPU probe first, then the
               training on a GPU slot, so that broken submissions never wait for a GPU)
@@ -39,7 +39,7 @@ from grader.batch.unit_process import Unit, UnitOutput
 from grader.batch.unzip import UnzipError, safe_unzip
 from grader.failures import ErrorKind, Failure
 from grader.results import status_of
-from grader.workspace import submission_hash
+from grader.submission import Submission
 
 
 @dataclass
@@ -168,7 +168,9 @@ class Batch:
                 self._commit(entry, results, None, {}, error["message"] + "\n", None, started, retry=True)
                 return Outcome(entry.student, "graded", "error", 0.0, "bad_override", time.monotonic() - started)
             prepared = dataclasses.replace(prepared, root=folder)
-        content_hash = submission_hash(prepared.root, self.rubric | ({"overrides": override} if override else {}))
+        content_hash = Submission.scan(prepared.root).content_hash(
+            self.rubric | ({"overrides": override} if override else {})
+        )
         key = f"{content_hash}/{self.mode}/{__version__}"
         if self._is_done(entry.student, key):
             return self._skipped(entry.student)

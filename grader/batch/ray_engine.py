@@ -90,12 +90,16 @@ class RayEngine:
 
 def pack(source: Path) -> bytes:
     """The submission's code as a zip under one top folder named like the submission (for the report)."""
-    from grader.workspace import copyable_files
+    from grader.submission import Submission
 
     buffer = io.BytesIO()
+    index = Submission.scan(source)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for path in sorted(copyable_files(source)):
-            archive.write(path, f"{source.name}/{path.relative_to(source).as_posix()}")
+        for rel in index.files():
+            try:
+                archive.writestr(f"{source.name}/{rel}", index.read_bytes(rel))
+            except OSError:
+                continue  # swapped for a link since the walk: left out, as the snapshot does
     return buffer.getvalue()
 
 

@@ -13,25 +13,15 @@ JSON-serializable dict for the report; the modules can be used on their own:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from grader.evidence.claims import Claims, compare, extract_claims
-from grader.evidence.logs import MAX_FILES, SKIP_DIRS, find_logs, parse_log, read_text, training_log_verdict
-from grader.evidence.notebooks import NotebookError, read_notebook
+from grader.evidence.logs import MAX_FILES, find_logs, parse_log, training_log_verdict
+from grader.evidence.notebooks import NotebookError
 from grader.evidence.readme import analyze_readme, find_readme
+from grader.submission import Submission, as_submission
 
 __all__ = ["collect"]
-
-
-def _notebook_paths(scan: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(scan):
-        dirnames[:] = sorted(d for d in dirnames if d.lower() not in SKIP_DIRS and not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(".ipynb")]
-        if len(found) >= MAX_FILES:
-            break
-    return found[:MAX_FILES]
 
 
 def _comments(code: str) -> str:
@@ -40,21 +30,18 @@ def _comments(code: str) -> str:
     return "\n".join(line[line.index("#") + 1 :] if "#" in line else "" for line in code.split("\n"))
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def collect(root: Path, assignment_dir: Path | None = None, target: float = 85.0, measured: dict | None = None) -> dict:
+def collect(
+    source: Path | Submission, assignment_dir: Path | None = None, target: float = 85.0, measured: dict | None = None
+) -> dict:
     """Everything the submission shows, as a JSON-serializable dict; never raises on bad input.
 
     Logs and notebooks are searched in ``assignment_dir`` when given (a repository often holds every
     session's work), else in ``root``. ``measured`` (params, receptive_field, accuracy, accuracy_source)
-    adds ``comparisons`` of the claims with those figures.
+    adds ``comparisons`` of the claims with those figures. ``source`` is the submission's index (or
+    its folder, walked once here).
     """
-    root = Path(root).absolute()
+    sub = as_submission(source)
+    root = sub.root
     scan = Path(assignment_dir) if assignment_dir is not None else root
     if not scan.is_absolute() and (root / scan).is_dir():  # a folder named relative to the submission
         scan = root / scan
@@ -63,23 +50,23 @@ def collect(root: Path, assignment_dir: Path | None = None, target: float = 85.0
     result: dict = {"readme": None, "logs": [], "log_verdict": None, "claims": None, "notebooks": [], "notes": notes}
 
     assignment = scan if scan != root else None
+    under = sub.relative(scan) if assignment is not None else ""
     try:
-        result["readme"] = analyze_readme(root, assignment).to_dict()
+        result["readme"] = analyze_readme(sub, assignment).to_dict()
     except Exception as exc:  # the report must still come out
         notes.append(f"README could not be analysed: {type(exc).__name__}: {exc}")
 
     texts: list[tuple[str, str]] = []  # (source, text) for the claims
     readme_rel: str | None = None
     try:
-        readme = find_readme(root, assignment)
-        if readme is not None:
-            readme_rel = _rel(readme, root)
-            texts.append((readme_rel, read_text(readme)))
+        readme_rel = find_readme(sub, assignment)
+        if readme_rel is not None:
+            texts.append((readme_rel, sub.text(readme_rel)))
     except Exception as exc:
         notes.append(f"README could not be read: {type(exc).__name__}: {exc}")
 
     try:
-        parses = find_logs(scan, notes, base=root)
+        parses = find_logs(sub, notes, under=under)
         if readme_rel and texts and not any(p.source == readme_rel for p in parses):
             extra = parse_log(texts[0][1], readme_rel)  # a root README outside the assignment folder
             if extra.epochs:
@@ -90,10 +77,9 @@ def collect(root: Path, assignment_dir: Path | None = None, target: float = 85.0
         notes.append(f"logs could not be searched: {type(exc).__name__}: {exc}")
 
     try:
-        for path in _notebook_paths(scan):
-            rel = _rel(path, root)
+        for rel in sub.files(".ipynb", under=under)[:MAX_FILES]:
             try:
-                nb = read_notebook(path)
+                nb = sub.notebook(rel)
             except NotebookError as exc:
                 result["notebooks"].append({"path": rel, "error": str(exc)})
                 continue
@@ -111,7 +97,7 @@ def collect(root: Path, assignment_dir: Path | None = None, target: float = 85.0
     for p in result["logs"]:
         if p["kind"] == "file":
             try:
-                texts.append((p["source"], read_text(root / p["source"])))
+                texts.append((p["source"], sub.text(p["source"])))
             except OSError as exc:
                 notes.append(f"{p['source']}: cannot be read for claims ({exc.strerror or exc})")
 

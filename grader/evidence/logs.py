@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from grader.evidence.notebooks import NotebookError, read_notebook, strip_ansi
+from grader.evidence.notebooks import NotebookError, strip_ansi
+from grader.submission import Submission
 
 MAX_LOG_BYTES = 5 * 1024 * 1024
 MAX_FILES = 300  # a repository with more candidate files than this is not worth reading in full
-SKIP_DIRS = {
-    ".git",
-    ".hg",
-    ".svn",
-    ".venv",
-    "venv",
-    "env",
-    ".env",
-    "__pycache__",
-    "node_modules",
-    "site-packages",
-    ".ipynb_checkpoints",
-    "data",
-    "dataset",
-    "datasets",
-    "cifar-10-batches-py",
-    ".cache",
-    "wandb",
-    "lightning_logs",
-}
 _KIND_RANK = {"notebook": 0, "readme": 1, "file": 2}  # tie-break order for training_log_verdict
 
 _NUM = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
@@ -435,12 +415,6 @@ def parse_log(text: str, source: str) -> LogParse:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_text(path: Path) -> str:
-    """A text file as written: ``\r`` kept (tqdm overwrites), so line numbers match ``grep -n``."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        return fh.read()
-
-
 def _is_log_name(name: str) -> bool:
     low = name.lower()
     return (
@@ -450,36 +424,41 @@ def _is_log_name(name: str) -> bool:
     )
 
 
-def _candidate_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d.lower() not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            if _is_log_name(name) or name.lower().endswith(".ipynb"):
-                found.append(Path(dirpath) / name)
-                if len(found) >= MAX_FILES:
-                    return found
-    return found
+def _candidates(sub: Submission, under: str) -> list[str]:
+    found = [
+        e.rel
+        for e in sub.entries()
+        if (not under or e.rel.startswith(under + "/"))
+        and not e.in_data_dir
+        and (_is_log_name(e.name) or e.suffix == ".ipynb")
+    ]
+    return found[:MAX_FILES]
 
 
-def find_logs(root: Path, notes: list[str] | None = None, base: Path | None = None) -> list[LogParse]:
-    """Every training log under ``root``: log/CSV files, README.md text and notebook cell outputs.
+def find_logs(
+    source: Path | Submission, notes: list[str] | None = None, base: Path | None = None, under: str = ""
+) -> list[LogParse]:
+    """Every training log in the submission: log/CSV files, README.md text and notebook cell outputs.
 
-    Sources are named relative to ``base`` (default ``root``). Only parses that found at least one
-    epoch are returned. Files that cannot be read are reported in ``notes`` (when given), never raised.
+    ``source`` is the submission's index (or a folder, walked once here). Only files in folder
+    ``under`` are searched when it is given; a folder ``source`` inside ``base`` is searched as that
+    folder of ``base``. Sources are named relative to the submission's root. Only parses that found
+    at least one epoch are returned. Files that cannot be read are reported in ``notes`` (when
+    given), never raised.
     """
-    root = Path(root)
-    base = Path(base) if base is not None else root
+    if not isinstance(source, Submission):
+        folder = Path(source).absolute()
+        if base is not None and folder != Path(base).absolute() and folder.is_relative_to(Path(base).absolute()):
+            under = folder.relative_to(Path(base).absolute()).as_posix()
+            folder = Path(base).absolute()
+        source = Submission.scan(folder)
+    sub = source
     notes = notes if notes is not None else []
     parses: list[LogParse] = []
-    for path in _candidate_files(root):
-        try:
-            rel = path.relative_to(base).as_posix()
-        except ValueError:
-            rel = path.relative_to(root).as_posix()
-        if path.suffix.lower() == ".ipynb":
+    for rel in _candidates(sub, under):
+        if rel.lower().endswith(".ipynb"):
             try:
-                nb = read_notebook(path)
+                nb = sub.notebook(rel)
             except NotebookError as exc:
                 notes.append(f"{rel}: {exc.reason}")
                 continue
@@ -489,13 +468,13 @@ def find_logs(root: Path, notes: list[str] | None = None, base: Path | None = No
                     if p.epochs:
                         parses.append(p)
             continue
+        if sub.size(rel) > MAX_LOG_BYTES:
+            notes.append(f"{rel}: larger than {MAX_LOG_BYTES // (1024 * 1024)} MB, not read")
+            continue
         try:
-            if path.stat().st_size > MAX_LOG_BYTES:
-                notes.append(f"{rel}: larger than {MAX_LOG_BYTES // (1024 * 1024)} MB, not read")
-                continue
-            text = read_text(path)
+            text = sub.text(rel)
         except OSError as exc:
-            notes.append(f"{rel}: cannot be read ({exc.strerror or exc})")
+            notes.append(f"{rel}: cannot be read ({getattr(exc, 'strerror', None) or exc})")
             continue
         p = parse_log(text, rel)
         if p.epochs:

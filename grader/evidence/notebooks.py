@@ -144,6 +144,14 @@ def read_notebook(path: Path) -> Notebook:
         raw = path.read_bytes()
     except OSError as exc:
         raise NotebookError(path.name, f"cannot be read ({exc.strerror or exc})") from None
+    return parse_notebook(raw, path)
+
+
+def parse_notebook(raw: bytes, path: Path) -> Notebook:
+    """A notebook from the bytes of its file (``path`` names it); raises ``NotebookError`` like ``read_notebook``."""
+    path = Path(path)
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        raise NotebookError(path.name, f"{len(raw) // (1024 * 1024)} MB is too large to read as a notebook")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

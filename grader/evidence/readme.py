@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 from grader.evidence.claims import extract_claims
 from grader.evidence.logs import parse_log
+from grader.submission import Submission, as_submission
 
 MAX_README_BYTES = 5 * 1024 * 1024
 
@@ -59,15 +60,16 @@ class ReadmeFacts:
 PART_NAMES = ("summary", "model_code", "augmentation_code", "training_log", "results")
 
 
-def find_readme(root: Path, assignment_dir: Path | None = None) -> Path | None:
-    """README.md (any case) in the assignment folder first, then at the repository root."""
-    for folder in [d for d in (assignment_dir, root) if d is not None]:
-        try:
-            for child in sorted(Path(folder).iterdir()):
-                if child.name.lower() == "readme.md" and child.is_file():
-                    return child
-        except OSError:
-            continue
+def find_readme(sub: Submission, assignment_dir: Path | None = None) -> str | None:
+    """README.md (any case) in the assignment folder first, then at the repository root, as the
+    index spells it."""
+    folders = [sub.relative(assignment_dir)] if assignment_dir is not None else []
+    for folder in [*folders, ""]:
+        prefix = folder + "/" if folder else ""
+        names = [rel for rel in sub.files(".md") if rel.startswith(prefix) and "/" not in rel[len(prefix) :]]
+        found = [rel for rel in names if rel[len(prefix) :].lower() == "readme.md"]
+        if found:
+            return found[0]
     return None
 
 
@@ -96,21 +98,15 @@ def _block_part(lines: list[str], blocks: list[tuple[int, int, str]], rx: re.Pat
     return None
 
 
-def _local(target: str, readme_dir: Path, root: Path) -> Path:
+def _local(target: str, readme_dir: str, sub: Submission) -> str:
+    """The file a relative link in the README names, as the index spells it ('' outside the repository)."""
     clean = unquote(target.split("#")[0].split("?")[0])
     if clean.startswith("/"):  # GitHub resolves /x relative to the repository root
-        return root / clean.lstrip("/")
-    return readme_dir / clean
+        return sub.normalize(clean.lstrip("/"))
+    return sub.normalize(f"{readme_dir}/{clean}" if readme_dir else clean)
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _model_code(lines: list[str], blocks: list[tuple[int, int, str]], readme_dir: Path, root: Path) -> Part:
+def _model_code(lines: list[str], blocks: list[tuple[int, int, str]], readme_dir: str, sub: Submission) -> Part:
     part = _block_part(lines, blocks, _MODEL_CODE, "model code")
     if part:
         return part
@@ -127,20 +123,20 @@ def _model_code(lines: list[str], blocks: list[tuple[int, int, str]], readme_dir
             elif "colab.research.google.com" in host:
                 colab = Part(True, [no], f"link to a Colab notebook ({t}, not opened: no network)")
             elif not host and t.split("#")[0].endswith((".py", ".ipynb")):
-                path = _local(t, readme_dir, root)
-                if path.is_file():
-                    return Part(True, [no], f"link to {_rel(path, root)}, which is in the repository")
+                rel = _local(t, readme_dir, sub)
+                if sub.has(rel):
+                    return Part(True, [no], f"link to {rel}, which is in the repository")
         for name in _FILE_MENTION.findall(line):
-            path = _local(name, readme_dir, root)
-            if path.is_file():
-                return Part(True, [no], f"names {_rel(path, root)}, which is in the repository")
+            rel = _local(name, readme_dir, sub)
+            if sub.has(rel):
+                return Part(True, [no], f"names {rel}, which is in the repository")
     found = github or colab
     if found:
         return found
     return Part(False, [], "no model code block (nn.Module / nn.Conv2d) and no link to a .py/.ipynb file")
 
 
-def _images(lines: list[str], readme_dir: Path, root: Path) -> list[ImageRef]:
+def _images(lines: list[str], readme_dir: str, sub: Submission) -> list[ImageRef]:
     refs = []
     for no, line in enumerate(lines, start=1):
         for m in [*_MD_IMAGE.finditer(line), *_HTML_IMAGE.finditer(line)]:
@@ -151,24 +147,24 @@ def _images(lines: list[str], readme_dir: Path, root: Path) -> list[ImageRef]:
             elif scheme == "data":
                 refs.append(ImageRef(target[:40] + "…", no, True))
             else:
-                path = _local(target, readme_dir, root)
-                refs.append(ImageRef(target, no, path.is_file(), _rel(path, root)))
+                rel = _local(target, readme_dir, sub)
+                refs.append(ImageRef(target, no, sub.has(rel), rel or target))
     return refs
 
 
-def analyze_readme(root: Path, assignment_dir: Path | None = None) -> ReadmeFacts:
-    """Which of the expected parts the README shows, with line numbers, and whether its images exist."""
-    root = Path(root)
-    readme = find_readme(root, assignment_dir)
+def analyze_readme(source: Path | Submission, assignment_dir: Path | None = None) -> ReadmeFacts:
+    """Which of the expected parts the README shows, with line numbers, and whether its images exist
+    (in the submission's index: a link out of the repository names nothing)."""
+    sub = as_submission(source)
+    readme = find_readme(sub, assignment_dir)
     if readme is None:
         missing = {name: Part(False, [], "there is no README.md") for name in PART_NAMES}
         return ReadmeFacts(path=None, parts=missing, notes=["no README.md at the root or in the assignment folder"])
-    facts = ReadmeFacts(path=_rel(readme, root))
+    facts = ReadmeFacts(path=readme)
     try:
-        if readme.stat().st_size > MAX_README_BYTES:
+        if sub.size(readme) > MAX_README_BYTES:
             facts.notes.append(f"{facts.path} is larger than 5 MB; only the first 5 MB were read")
-        with readme.open("rb") as fh:
-            text = fh.read(MAX_README_BYTES).decode("utf-8", errors="replace")
+        text = sub.read_bytes(readme)[:MAX_README_BYTES].decode("utf-8", errors="replace")
     except OSError as exc:
         facts.notes.append(f"{facts.path} cannot be read ({exc.strerror or exc})")
         facts.parts = {name: Part(False, [], "README.md cannot be read") for name in PART_NAMES}
@@ -182,7 +178,8 @@ def analyze_readme(root: Path, assignment_dir: Path | None = None) -> ReadmeFact
         if hits
         else Part(False, [], "no torchsummary/torchinfo output (Total params / Param # / Layer (type))")
     )
-    facts.parts["model_code"] = _model_code(lines, blocks, readme.parent, root)
+    readme_dir = readme.rpartition("/")[0]
+    facts.parts["model_code"] = _model_code(lines, blocks, readme_dir, sub)
     facts.parts["augmentation_code"] = _block_part(lines, blocks, _AUG_CODE, "albumentations code") or Part(
         False, [], "no code block with albumentations (A.Compose, HorizontalFlip, CoarseDropout)"
     )
@@ -198,7 +195,7 @@ def analyze_readme(root: Path, assignment_dir: Path | None = None) -> ReadmeFact
         if results
         else Part(False, [], "no stated final/best test accuracy")
     )
-    facts.images = _images(lines, readme.parent, root)
+    facts.images = _images(lines, readme_dir, sub)
     for ref in facts.images:
         if ref.exists is False:
             facts.notes.append(f"line {ref.line}: image {ref.target} is not in the repository")

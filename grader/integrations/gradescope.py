@@ -143,9 +143,16 @@ def failure_results(message: str, execution_time: float) -> dict:
 
 
 def find_checkpoint(submission: Path) -> Path | None:
-    """A checkpoint the student uploaded (evaluated instead of training); the largest if several."""
-    found = [p for p in submission.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and not p.is_symlink()]
-    return max(found, key=lambda p: (p.stat().st_size, str(p)), default=None)
+    """A checkpoint the student uploaded (evaluated instead of training); the largest if several.
+
+    Looked for in the submission's one index, so a checkpoint is found where the grading reads files.
+    """
+    from grader.submission import Submission
+
+    index = Submission.scan(submission)
+    found = index.files(*CHECKPOINT_SUFFIXES)
+    best = max(found, key=lambda rel: (index.size(rel), rel), default=None)
+    return submission / best if best is not None else None
 
 
 def run(root: Path) -> int:
