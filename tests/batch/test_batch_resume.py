@@ -37,6 +37,9 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+PF_EXITING = 0x4  # /proc/PID/stat flags: the process is exiting
+
+
 def _graders() -> list[int]:
     """Grading processes started by a batch (they name themselves, see grader.batch.forkrun)."""
     found = []
@@ -44,8 +47,11 @@ def _graders() -> list[int]:
         try:
             if not entry.isdigit() or Path(f"/proc/{entry}/comm").read_text().strip() != "s6-batch-grade":
                 continue
-            # A killed orphan stays a zombie until init reaps it: dead all the same.
-            if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            # A killed orphan stays a zombie until init reaps it, and one that got its SIGKILL may take a
+            # while to free its memory on a busy machine (the kernel marks it PF_EXITING): dead all the same.
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            state, flags = fields[0], int(fields[6])
+            if state != "Z" and not flags & PF_EXITING:
                 found.append(int(entry))
         except OSError:
             continue
@@ -81,8 +87,11 @@ def test_csv_of_repos_killed_and_resumed(tmp_path: Path, graded_class: GradedCla
     finished, pending = done[0], next(s for s in graded if s not in done)
     marker = out / finished / "done.json"
     first = marker.stat().st_mtime_ns, json.loads(marker.read_text())
-    time.sleep(1)
-    # The graders (forked from the batch's fork server, in sessions of their own) died with the batch.
+    # The graders (forked from the batch's fork server, in sessions of their own) die with the batch:
+    # the kernel kills them when the fork server dies (PR_SET_PDEATHSIG), which takes scheduling.
+    settle = time.monotonic() + 5
+    while set(_graders()) & set(graders) and time.monotonic() < settle:
+        time.sleep(0.1)
     assert _processes_mentioning(str(out)) == [] and not (set(_graders()) & set(graders))
 
     again = run_batch(table, "--out", out, "--jobs", "1", "--no-train")
