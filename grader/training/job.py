@@ -38,7 +38,17 @@ from grader.training.evaluate import (
 from grader.training.plots import curves_png, misclassified_png
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
-TUNABLE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction", "ema_decay")
+TUNABLE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_fraction",
+    "ema_decay",
+    "plain_final_epochs",
+)
 
 
 def pick_device(requested: str | None) -> torch.device:

@@ -33,6 +33,7 @@ HYP: dict[str, float | int | bool] = {
     "label_smoothing": 0.1,
     "warmup_fraction": 0.2,  # share of the steps spent rising from 0 to lr
     "ema_decay": 0.0,  # per-step decay of an average of the weights handed over (0: the raw weights)
+    "plain_final_epochs": 0,  # last epochs on the pipeline's flips and fixed steps only (no shifts, holes)
     "workers": 2,  # DataLoader worker processes running the student's transforms
     "seed": 0,
 }
@@ -92,6 +93,25 @@ class AugmentedImages(torch.utils.data.Dataset):
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         return to_model_input(image), int(self.labels[i])
+
+
+PLAIN_STEPS = {"HorizontalFlip", "Normalize", "ToFloat", "FromFloat", "ToTensorV2"}
+
+
+def plain_pipeline(transform: Callable | None) -> Callable | None:
+    """The student's albumentations pipeline with only its flips and its fixed steps kept.
+
+    What the last ``plain_final_epochs`` train on: the crops, shifts, rotations and holes that keep a
+    short schedule from fitting are left out, the input convention (Normalize, ToTensorV2) is kept.
+    Anything but an albumentations Compose is returned as it is.
+    """
+    if type(transform).__name__ != "Compose" or not hasattr(transform, "transforms"):
+        return transform
+    import albumentations as A
+
+    from grader.augment_inspect import leaves
+
+    return A.Compose([t for t in leaves(transform) if type(t).__name__ in PLAIN_STEPS])
 
 
 def make_optimizer(model: nn.Module, hyp: dict) -> torch.optim.Optimizer:
@@ -178,17 +198,22 @@ def train(
     seed_everything(int(hyp["seed"]))
     seed_transform(transform, int(hyp["seed"]))  # used as is when there are no workers
     cuda = device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        AugmentedImages(images, labels, transform),
-        batch_size=int(hyp["batch_size"]),
-        shuffle=True,
-        drop_last=len(labels) > int(hyp["batch_size"]),
-        num_workers=int(hyp["workers"]),
-        pin_memory=cuda,
-        persistent_workers=int(hyp["workers"]) > 0,
-        generator=torch.Generator().manual_seed(int(hyp["seed"])),
-        worker_init_fn=_seed_worker,
-    )
+
+    def make_loader(pipeline: Callable | None) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            AugmentedImages(images, labels, pipeline),
+            batch_size=int(hyp["batch_size"]),
+            shuffle=True,
+            drop_last=len(labels) > int(hyp["batch_size"]),
+            num_workers=int(hyp["workers"]),
+            pin_memory=cuda,
+            persistent_workers=int(hyp["workers"]) > 0,
+            generator=torch.Generator().manual_seed(int(hyp["seed"])),
+            worker_init_fn=_seed_worker,
+        )
+
+    plain_from = int(hyp["epochs"]) - int(hyp.get("plain_final_epochs", 0)) + 1  # first epoch on plain_pipeline
+    loader = make_loader(transform if plain_from > 1 else plain_pipeline(transform))
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, hyp)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -196,6 +221,10 @@ def train(
     total_steps = int(hyp["epochs"]) * len(loader)
     step = 0
     for epoch in range(1, int(hyp["epochs"]) + 1):
+        if epoch == plain_from and plain_from > 1:
+            plain = plain_pipeline(transform)
+            seed_transform(plain, int(hyp["seed"]) + epoch)
+            loader = make_loader(plain)  # the old loader's workers end with it
         model.train()
         start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0

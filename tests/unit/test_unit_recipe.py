@@ -52,3 +52,51 @@ def test_training_with_an_average_hands_over_weights_that_differ_from_the_raw_on
     raw = model.state_dict()
     assert not torch.equal(stats[-1].weights["0.weight"], raw["0.weight"])
     assert "weights" not in stats[-1].log_entry() and stats[-1].log_entry()["epoch"] == 2
+
+
+def test_the_plain_pipeline_keeps_the_flips_and_the_fixed_steps_only():
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    student = A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.OneOf([A.ShiftScaleRotate(p=1.0), A.RandomCrop(32, 32)], p=0.5),
+            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16), p=1.0),
+            A.Normalize(),
+            ToTensorV2(),
+        ]
+    )
+    plain = recipe.plain_pipeline(student)
+    assert [type(t).__name__ for t in plain.transforms] == ["HorizontalFlip", "Normalize", "ToTensorV2"]
+    image = np.full((32, 32, 3), 100, dtype=np.uint8)
+    out = plain(image=image)["image"]
+    assert out.shape == (3, 32, 32) and float(out.std(dim=(1, 2)).max()) == 0.0  # no hole: a flat image stays flat
+    not_albumentations = object()
+    assert recipe.plain_pipeline(not_albumentations) is not_albumentations
+
+
+class CountingPipeline:
+    """A stand-in for a Compose: counts the images it sees."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image: np.ndarray) -> dict:
+        self.calls += 1
+        return {"image": image}
+
+
+def test_the_last_epochs_train_on_the_plain_pipeline(monkeypatch):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+    student, plain = CountingPipeline(), CountingPipeline()
+    monkeypatch.setattr(recipe, "plain_pipeline", lambda transform: plain if transform is student else transform)
+    hyp = dict(recipe.HYP, epochs=3, batch_size=16, workers=0, plain_final_epochs=1)
+    list(recipe.train(tiny_model(), images, labels, student, hyp, torch.device("cpu")))
+    assert (student.calls, plain.calls) == (64, 32)  # epochs 1-2 on the student's pipeline, epoch 3 plain
+    student.calls = plain.calls = 0
+    hyp["plain_final_epochs"] = 0
+    list(recipe.train(tiny_model(), images, labels, student, hyp, torch.device("cpu")))
+    assert (student.calls, plain.calls) == (96, 0)
