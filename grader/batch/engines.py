@@ -17,11 +17,8 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from grader.batch.engine_error import EngineError
 from grader.batch.unit_process import Unit, UnitOutput, run_unit
-
-
-class EngineError(Exception):
-    """The engine cannot start (e.g. Ray missing or its cluster unreachable): a usage error."""
 
 
 class Engine(Protocol):

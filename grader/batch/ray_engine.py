@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from grader.batch.engine_error import EngineError
 from grader.batch.unit_process import Unit, UnitOutput, run_unit
 from grader.failures import ErrorKind, Failure
 
@@ -31,8 +32,6 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None, jobs: int, per_gpu: int = 1, use_gpus: bool = True):
-        from grader.batch.engines import EngineError
-
         try:
             import ray
         except ImportError as exc:
