@@ -19,6 +19,7 @@ import ast
 import itertools
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,10 @@ from grader.failures import ErrorKind, Failure
 from grader.source_values import SourceValues, Unresolved, guess_value, suggestions
 from grader.transform_slice import is_script_work, pipeline_slice
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 SKIP_DIRS = {
     ".git",

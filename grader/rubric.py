@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import ast
 import copy
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 RULE_IDS = (
     "no_maxpool",
