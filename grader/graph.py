@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -530,7 +531,7 @@ def _check_sizes(node: Node, args: list, kwargs: dict) -> None:
 
 
 @contextlib.contextmanager
-def _memory_headroom(extra_bytes: int = 4 << 30):
+def _memory_headroom(extra_bytes: int = 4 << 30) -> Iterator[None]:
     """Lower this process's soft RLIMIT_DATA to what it uses now plus ``extra_bytes`` while the graph
     runs: an absurd allocation fails at once (RuntimeError) instead of exhausting the machine.
     The soft limit is restored afterwards (Linux; elsewhere a no-op)."""

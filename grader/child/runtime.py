@@ -18,6 +18,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ class _Stub:
     def __getitem__(self, key: Any) -> _Stub:
         return _Stub(f"{self._name}[]")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(())
 
     def __mro_entries__(self, bases: tuple) -> tuple:

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from grader.sandbox.layers import describe as describe_layers
 from grader.training import recipe
 from grader.training.data import DataUnavailable, Split, load_split
 from grader.training.evaluate import (
+    EvalResult,
     evaluate,
     load_checkpoint,
     model_with_weights,
@@ -37,6 +38,9 @@ from grader.training.evaluate import (
 )
 from grader.training.plots import curves_png, misclassified_png
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 TUNABLE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction", "ema_decay")
 
@@ -131,7 +135,7 @@ class TrainingJob:
         return self.test
 
     # ---- evaluation ----------------------------------------------------------------------------------
-    def evaluate_weights(self, weights: dict[str, torch.Tensor]):
+    def evaluate_weights(self, weights: dict[str, torch.Tensor]) -> EvalResult:
         model = model_with_weights(self.graph, weights)
         batch = 500 if self.graph.batch_dynamic else 2
         return evaluate(model, self.x_test, self.y_test, self.device, batch, self.probabilities)
@@ -324,7 +328,7 @@ def _read_json(folder: Path, name: str) -> dict:
         return {}
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
