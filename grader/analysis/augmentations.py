@@ -80,8 +80,9 @@ def expected_fill(mean: tuple[float, ...], space: str, normalize: dict | None) -
 
 def _triple(v: Any) -> tuple[float, float, float]:
     if isinstance(v, (int, float)):
-        return (float(v),) * 3  # type: ignore[return-value]
+        return (float(v),) * 3
     vals = [float(x) for x in v]
+    # Not checked to be 3 long: a 2-value list stays 2 values, as it always has.
     return tuple((vals * 3)[:3]) if len(vals) == 1 else tuple(vals[:3])  # type: ignore[return-value]
 
 
