@@ -93,6 +93,7 @@ def evaluate(
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A submitted checkpoint: safetensors, or a state_dict loaded with ``weights_only=True``."""
+    state: object  # whatever the file holds, until checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

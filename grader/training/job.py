@@ -112,6 +112,8 @@ class _Watcher:
 
 
 class TrainingJob:
+    hyp: dict[str, Any]  # the recipe's hyperparameters: run_training sets them (resolve_hyp) before training
+
     def __init__(self, facts: Any, disc: Any, work: Path, opts: Any, say: Any):
         self.facts, self.disc, self.work, self.opts, self.say = facts, disc, work, opts, say
         self.graph = facts.graph
@@ -233,7 +235,7 @@ class TrainingJob:
         copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
         cuda = self.device.type == "cuda"
         self.hyp["workers"] = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 1
-        spec = {
+        spec: dict[str, Any] = {
             "root": str(copy_root),
             "cwd": str(copy_root / self.disc.assignment_dir) if self.disc.assignment_dir else str(copy_root),
             "out": str(self.out),
@@ -274,14 +276,13 @@ class TrainingJob:
             watcher(final=True)  # epochs written just before the child ended
         if self.error is None:
             status = _read_json(self.out, "status.json")
+            failure = child.failure()
             if status.get("error"):
                 self.error = status["error"]
-            elif child.failure() and not self.epochs:
-                self.error = child.failure()
-            elif child.failure():
-                self.error = child.failure() | {
-                    "message": child.failure()["message"] + f" (after {len(self.epochs)} epochs)"
-                }
+            elif failure and not self.epochs:
+                self.error = failure
+            elif failure:
+                self.error = failure | {"message": failure["message"] + f" (after {len(self.epochs)} epochs)"}
         return child
 
 
