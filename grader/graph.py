@@ -338,6 +338,7 @@ class LoadedGraph:
     input_shape: tuple[int, int, int]
     batch_dynamic: bool
     output_shape: tuple[int, ...]
+    model_class: str = ""  # the probed model's class name, from the probe's graph.json (facts_from_probe)
 
     def by_name(self) -> dict[str, Node]:
         return {n.name: n for n in self.nodes}
