@@ -163,7 +163,8 @@ def analyze_readme(root: Path, assignment_dir: Path | None = None) -> ReadmeFact
     if readme is None:
         missing = {name: Part(False, [], "there is no README.md") for name in PART_NAMES}
         return ReadmeFacts(path=None, parts=missing, notes=["no README.md at the root or in the assignment folder"])
-    facts = ReadmeFacts(path=_rel(readme, root))
+    rel = _rel(readme, root)
+    facts = ReadmeFacts(path=rel)
     try:
         if readme.stat().st_size > MAX_README_BYTES:
             facts.notes.append(f"{facts.path} is larger than 5 MB; only the first 5 MB were read")
@@ -186,13 +187,13 @@ def analyze_readme(root: Path, assignment_dir: Path | None = None) -> ReadmeFact
     facts.parts["augmentation_code"] = _block_part(lines, blocks, _AUG_CODE, "albumentations code") or Part(
         False, [], "no code block with albumentations (A.Compose, HorizontalFlip, CoarseDropout)"
     )
-    log = parse_log(text, facts.path)
+    log = parse_log(text, rel)
     facts.parts["training_log"] = (
         Part(True, [e.line for e in log.epochs], f"{len(log.epochs)} epochs with a test accuracy ({log.format})")
         if len(log.epochs) >= 2
         else Part(False, [], "no training log with a test accuracy for at least two epochs")
     )
-    results = [c for c in extract_claims([(facts.path, text)]).accuracy if c.origin == "text"]
+    results = [c for c in extract_claims([(rel, text)]).accuracy if c.origin == "text"]
     facts.parts["results"] = (
         Part(True, [c.line for c in results], f"states accuracy {results[0].value:g}% at line {results[0].line}")
         if results
