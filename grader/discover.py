@@ -502,7 +502,7 @@ def _model_candidates(
             notes.append(f"{rel}: some cells do not parse; call sites there were not read")
     for rel, tree, consts in sources:
         class_nodes = {id(n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
-        inner = set()
+        inner: set[int] = set()
         for n in ast.walk(tree):
             if id(n) in class_nodes:
                 inner.update(id(x) for x in ast.walk(n))
@@ -561,7 +561,7 @@ def _with_suggested_args(cand: ModelCandidate, node: ast.ClassDef, num_classes: 
     if not missing:
         return [cand]
     options = [suggestions(node, p, num_classes) for p in missing]
-    out = []
+    out: list[ModelCandidate] = []
     for combo in itertools.islice(itertools.product(*options), MAX_ASSUMED_COMBINATIONS):
         alt = ModelCandidate(
             cand.file,

@@ -69,7 +69,8 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
             raise RubricError(f"cannot read rubric {path}: {exc}") from exc
     dirs = [Path(d).resolve() for d in check_dirs or []]
     for entry in override.get("course", {}).get("checks", []):
-        folder = Path(entry) if Path(entry).is_absolute() else Path(path).resolve().parent / entry  # type: ignore[arg-type]
+        assert path is not None  # the override that names the folder was read from it
+        folder = Path(entry) if Path(entry).is_absolute() else Path(path).resolve().parent / entry
         dirs.append(folder.resolve())
     for folder in dirs:
         if not folder.is_dir():
@@ -145,7 +146,8 @@ def collect_rule_markers(dirs: list[Path]) -> dict[str, int]:
                                 ),
                                 0,
                             )
-                            out.setdefault(first.value, int(points))
+                            # Any constant: int() takes "3" or 3.0 and refuses None as it always has.
+                            out.setdefault(first.value, int(points))  # type: ignore[arg-type]
     return out
 
 

@@ -40,7 +40,8 @@ def defined_names(stmt: ast.stmt) -> set[str]:
 
 def free_names(stmt: ast.stmt) -> set[str]:
     """Names a statement reads that it does not bind itself (an over-approximation is harmless)."""
-    loaded, bound = set(), set()
+    loaded: set[str] = set()
+    bound: set[str] = set()
     for node in ast.walk(stmt):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
