@@ -24,7 +24,9 @@ def defined_names(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
     names = set()
-    targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+    targets: list[ast.expr | None] = (
+        [*stmt.targets] if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+    )
     for target in targets:
         if target is None:
             continue

@@ -145,7 +145,9 @@ def failure_results(message: str, execution_time: float) -> dict:
 def find_checkpoint(submission: Path) -> Path | None:
     """A checkpoint the student uploaded (evaluated instead of training); the largest if several."""
     found = [p for p in submission.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and not p.is_symlink()]
-    return max(found, key=lambda p: (p.stat().st_size, str(p)), default=None)
+    if not found:
+        return None
+    return max(found, key=lambda p: (p.stat().st_size, str(p)))
 
 
 def run(root: Path) -> int:
