@@ -102,7 +102,7 @@ class _Plugin:
             self._record(item, "failed", exc.message, exc.hint, holder)
         elif isinstance(exc, Undecidable):
             self._record(item, "error", exc.message, error_hint(exc.kind), holder, kind=exc.kind)
-        elif isinstance(exc, NotRun) or call.excinfo.typename == "Skipped":
+        elif isinstance(exc, NotRun) or (call.excinfo is not None and call.excinfo.typename == "Skipped"):
             self._record(item, "skipped", str(getattr(exc, "msg", None) or exc), "", holder)
         elif isinstance(exc, AssertionError):
             self._record(item, "failed", str(exc).split("\n")[0] or "assertion failed", "", holder)
@@ -152,7 +152,8 @@ class _Plugin:
         )
 
 
-ERROR_HINTS = {
+# Keyed by ErrorKind, a str: error_hint looks up the plain string a check's evidence carries.
+ERROR_HINTS: dict[str, str] = {
     ErrorKind.SYNTAX_ERROR: "fix the syntax error at the place shown, then grade again",
     ErrorKind.IMPORT_ERROR: "install or remove the import named in the message (the grader has torch, torchvision, albumentations, numpy, matplotlib, tqdm, torchinfo)",
     ErrorKind.TIMEOUT: 'the model\'s module must not train or download at import: put that work under `if __name__ == "__main__":`',

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from grader.failures import ErrorKind, Failure
 from grader.results import exit_status
@@ -39,7 +40,7 @@ The report (report.html) and results (results.json) go to --out (default ./grade
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (and where to read more), not the whole usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"grade: error: {message} (grade --help shows every option)\n")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import itertools
 import re
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,10 @@ from grader.source_values import SourceValues, Unresolved, guess_value, suggesti
 from grader.submission import Submission
 from grader.transform_slice import is_script_work, pipeline_slice
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 MAX_PY_BYTES = 2_000_000
 MAX_NB_BYTES = 50_000_000
@@ -170,8 +171,8 @@ def discover(
     py = {rel: _parse(sub, rel) for rel in files}
     nb_code = {rel: _notebook_code(sub, rel) for rel in notebooks}
     generated, locations = _notebook_modules(sub, notebooks, notes)
-    for rel, source in generated.items():
-        py[rel] = _PyFile(rel, source, ast.parse(source), None)
+    for rel, module_source in generated.items():
+        py[rel] = _PyFile(rel, module_source, ast.parse(module_source), None)
     assignment = _assignment_dir(root, py, nb_code)
     if assignment:
         notes.append(f"assignment found in {assignment}/ (by its content: CIFAR-10, CoarseDropout, dilation, groups)")
@@ -473,7 +474,7 @@ def _model_candidates(
             notes.append(f"{rel}: some cells do not parse; call sites there were not read")
     for rel, tree, consts in sources:
         class_nodes = {id(n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
-        inner = set()
+        inner: set[int] = set()
         for n in ast.walk(tree):
             if id(n) in class_nodes:
                 inner.update(id(x) for x in ast.walk(n))
@@ -532,7 +533,7 @@ def _with_suggested_args(cand: ModelCandidate, node: ast.ClassDef, num_classes: 
     if not missing:
         return [cand]
     options = [suggestions(node, p, num_classes) for p in missing]
-    out = []
+    out: list[ModelCandidate] = []
     for combo in itertools.islice(itertools.product(*options), MAX_ASSUMED_COMBINATIONS):
         alt = ModelCandidate(
             cand.file,

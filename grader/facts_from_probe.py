@@ -176,8 +176,8 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
     transforms = probe.get("transforms")
     if transforms is None:
         err = next((e for e in probe.get("errors", []) if e.get("stage") == "building the transforms"), None)
-        if err:
-            t = disc.transforms
+        t = disc.transforms
+        if err and t is not None:  # the probe builds transforms only when discovery found some
             pin = f"--transforms {t.file}:{t.name or 'NAME'}" + (
                 " --transforms-kwargs '{...}'" if t.kind in ("function", "class") else ""
             )
@@ -294,7 +294,7 @@ def grid_png(grid: np.ndarray) -> str | None:
     canvas = np.full((h, n * (w + pad) - pad, 3), 255, dtype=np.uint8)
     for i in range(n):
         canvas[:, i * (w + pad) : i * (w + pad) + w] = grid[i] if grid.shape[-1] == 3 else grid[i].repeat(3, -1)
-    image = Image.fromarray(canvas).resize((canvas.shape[1] * 4, h * 4), Image.NEAREST)
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * 4, h * 4), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()

@@ -68,8 +68,11 @@ class ErrorKind(str, Enum):
     UNDECIDED = "error"  # undecidable() with no kind of its own (checks_api.Undecidable's default)
 
     # Written and formatted as the value (as StrEnum does): f"{kind}" is "timeout", not "ErrorKind.TIMEOUT".
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 @dataclass(frozen=True)

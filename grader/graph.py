@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,6 +338,7 @@ class LoadedGraph:
     input_shape: tuple[int, int, int]
     batch_dynamic: bool
     output_shape: tuple[int, ...]
+    model_class: str = ""  # the probed model's class name, from the probe's graph.json (facts_from_probe)
 
     def by_name(self) -> dict[str, Node]:
         return {n.name: n for n in self.nodes}
@@ -530,7 +532,7 @@ def _check_sizes(node: Node, args: list, kwargs: dict) -> None:
 
 
 @contextlib.contextmanager
-def _memory_headroom(extra_bytes: int = 4 << 30):
+def _memory_headroom(extra_bytes: int = 4 << 30) -> Iterator[None]:
     """Lower this process's soft RLIMIT_DATA to what it uses now plus ``extra_bytes`` while the graph
     runs: an absurd allocation fails at once (RuntimeError) instead of exhausting the machine.
     The soft limit is restored afterwards (Linux; elsewhere a no-op)."""

@@ -49,9 +49,8 @@ class SourceValues:
             items = [self.value(e, depth + 1) for e in node.elts]
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Dict) and None not in node.keys:
-            return {
-                self.value(k, depth + 1): self.value(v, depth + 1) for k, v in zip(node.keys, node.values, strict=True)
-            }  # type: ignore[arg-type]
+            keys = [k for k in node.keys if k is not None]  # all of them: no ``**spread``
+            return {self.value(k, depth + 1): self.value(v, depth + 1) for k, v in zip(keys, node.values, strict=True)}
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)

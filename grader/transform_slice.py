@@ -24,7 +24,9 @@ def defined_names(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
     names = set()
-    targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+    targets: list[ast.expr | None] = (
+        [*stmt.targets] if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+    )
     for target in targets:
         if target is None:
             continue
@@ -40,7 +42,8 @@ def defined_names(stmt: ast.stmt) -> set[str]:
 
 def free_names(stmt: ast.stmt) -> set[str]:
     """Names a statement reads that it does not bind itself (an over-approximation is harmless)."""
-    loaded, bound = set(), set()
+    loaded: set[str] = set()
+    bound: set[str] = set()
     for node in ast.walk(stmt):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)

@@ -17,6 +17,7 @@ spelling that works, and point at the warning in the student's own log when it i
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +80,9 @@ def expected_fill(mean: tuple[float, ...], space: str, normalize: dict | None) -
 
 def _triple(v: Any) -> tuple[float, float, float]:
     if isinstance(v, (int, float)):
-        return (float(v),) * 3  # type: ignore[return-value]
+        return (float(v),) * 3
     vals = [float(x) for x in v]
+    # Not checked to be 3 long: a 2-value list stays 2 values, as it always has.
     return tuple((vals * 3)[:3]) if len(vals) == 1 else tuple(vals[:3])  # type: ignore[return-value]
 
 
@@ -158,8 +160,8 @@ def analyze(
     rubric: dict,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    texts: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    source_calls: list[dict] = (),  # type: ignore[assignment]
+    texts: Sequence[tuple[str, str]] = (),
+    source_calls: Sequence[dict] = (),
 ) -> AugFindings:
     """Decide the augmentations rule from the child's pipeline description and the trusted probe."""
     f = AugFindings()
@@ -214,8 +216,8 @@ def _coarse_dropout(
     rubric: dict,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    texts: list[tuple[str, str]],
-    source_calls: list[dict],
+    texts: Sequence[tuple[str, str]],
+    source_calls: Sequence[dict],
 ) -> None:
     want = rubric.get("coarse_dropout", {})
     want_holes, want_h, want_w = want.get("holes", [1, 1]), want.get("height", [16, 16]), want.get("width", [16, 16])
@@ -322,7 +324,7 @@ def _behaviour_problems(
     return out
 
 
-def _ignored_warning_evidence(texts: list[tuple[str, str]]) -> str:
+def _ignored_warning_evidence(texts: Sequence[tuple[str, str]]) -> str:
     for source, text in texts:
         for number, line in enumerate(text.splitlines(), 1):
             if IGNORED_WARNING.search(line):

@@ -7,7 +7,7 @@ measured by the trusted side), never the student's module objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from grader.graph import LoadedGraph, Node
 
@@ -116,7 +116,8 @@ class SpatialLayer:
 
     @property
     def k_eff(self) -> tuple[int, int]:
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation, strict=True))  # type: ignore[return-value]
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
 
     @property
     def is_depthwise(self) -> bool:
@@ -191,6 +192,16 @@ def spatial_layers(graph: LoadedGraph) -> list[SpatialLayer]:
     return layers
 
 
+class _Shapes(TypedDict):
+    """The SpatialLayer fields every kind of layer takes from the graph's shapes."""
+
+    node: Node
+    in_channels: int
+    out_channels: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+
+
 def _spatial_layer(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
     op = node.aten
     in_shape = _ref_shape(graph, arg(node, 0, "input"))
@@ -200,7 +211,7 @@ def _spatial_layer(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
     in_hw, in_c = (in_shape[2], in_shape[3]), in_shape[1]
     out_hw = (out_shape[2], out_shape[3]) if len(out_shape) == 4 else (1, 1)
     out_c = out_shape[1] if len(out_shape) >= 2 else 0
-    base = {"node": node, "in_channels": in_c, "out_channels": out_c, "in_hw": in_hw, "out_hw": out_hw}
+    base: _Shapes = {"node": node, "in_channels": in_c, "out_channels": out_c, "in_hw": in_hw, "out_hw": out_hw}
     if op in ("conv2d", "convolution", "_convolution"):
         w_shape = _ref_shape(graph, arg(node, 1, "weight"))
         if w_shape is None or len(w_shape) != 4:
@@ -263,10 +274,10 @@ def _spatial_layer(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
         layer.notes.append(f"adaptive pool to {out_hw[0]}x{out_hw[1]}: not global")
         return layer
     if op in ("mean", "amax", "max", "sum", "logsumexp") and _reduces_hw(node, len(in_shape)):
-        kind = "global_avg" if op == "mean" else ("global_max" if op in ("amax", "max") else None)
-        if kind is None:
+        reduction = "global_avg" if op == "mean" else ("global_max" if op in ("amax", "max") else None)
+        if reduction is None:
             return None
-        return SpatialLayer(kind=kind, kernel=in_hw, stride=in_hw, **base)
+        return SpatialLayer(kind=reduction, kernel=in_hw, stride=in_hw, **base)
     if op in ("upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d", "pixel_shuffle"):
         return SpatialLayer(kind="upsample", **base)
     return None
@@ -340,7 +351,7 @@ def param_facts(graph: LoadedGraph) -> ParamFacts:
                     bn_stats.add(ref["node"])
     used = {ref for n in graph.nodes for ref in n.inputs}
     params = sum(i.numel for i in graph.params_of("parameter"))
-    hidden = []
+    hidden: list[dict[str, Any]] = []
     bn_total = 0
     for inp in graph.inputs:
         if inp.kind not in ("buffer", "constant"):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from grader.analysis.layers import SpatialLayer, arg
-from grader.graph import LoadedGraph, Node
+from grader.graph import LoadedGraph, Node, RebuiltModel
 
 
 @dataclass
@@ -121,6 +122,7 @@ def analytic_rf(graph: LoadedGraph, layers: list[SpatialLayer]) -> RFResult:
             continue
         if node.shape is not None and len(node.shape) == 4:
             # Pointwise ops and branch merges: the largest RF (and jump) of the inputs.
+            # range(4): the four values of a state, which mypy sees only as tuple[int, ...].
             state[node.name] = tuple(max(s[i] for s in ins) for i in range(4))  # type: ignore[assignment]
     # Blocks are the resolution stages: a transition row opens the block it leads into, and
     # parallel reducers to the same size (a residual shortcut) belong to the same block.
@@ -212,15 +214,30 @@ def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int, square: bo
     return MeasuredRF(None, native, False, f"the graph could not be run for the measurement ({note})")
 
 
-def _max_pool_as_avg(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
+# The aten max-pool signatures (the fx graph calls them with its recorded arguments); dilation is dropped.
+def _max_pool_as_avg(
+    x: torch.Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int] = (),
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+) -> torch.Tensor:
     return torch.ops.aten.avg_pool2d.default(x, kernel_size, stride, padding, ceil_mode)
 
 
-def _max_pool_with_indices_as_avg(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
+def _max_pool_with_indices_as_avg(
+    x: torch.Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int] = (),
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+) -> tuple[torch.Tensor, None]:
     return _max_pool_as_avg(x, kernel_size, stride, padding, dilation, ceil_mode), None
 
 
-def _max_to_avg_pooling(model: torch.nn.Module) -> None:
+def _max_to_avg_pooling(model: RebuiltModel) -> None:
     """Max pooling passes the gradient to one element per window; average pooling with the same
     geometry sees the same window, so the measurement uses it instead."""
     swaps = {
@@ -233,7 +250,7 @@ def _max_to_avg_pooling(model: torch.nn.Module) -> None:
     model.gm.recompile()
 
 
-def _positive_weights(graph: LoadedGraph, model: torch.nn.Module) -> None:
+def _positive_weights(graph: LoadedGraph, model: RebuiltModel) -> None:
     attr = {i.name: "t_" + i.target.replace(".", "__") for i in graph.inputs if i.kind != "user_input"}
     roles: dict[str, str] = {}
     for node in graph.nodes:
@@ -264,7 +281,7 @@ def _positive_weights(graph: LoadedGraph, model: torch.nn.Module) -> None:
                 t.fill_(1.0 / fan_in)
 
 
-def _truncate_at(model: torch.nn.Module, at: str) -> None:
+def _truncate_at(model: RebuiltModel, at: str) -> None:
     """Make the (copied) model return feature map ``at``: the graph ends there.
 
     Cheaper than stopping an fx Interpreter with an exception, whose error path loads torch's
@@ -281,12 +298,13 @@ def _truncate_at(model: torch.nn.Module, at: str) -> None:
     model.gm.recompile()
 
 
-def _centre_gradient(graph: LoadedGraph, model: torch.nn.Module, height: int, width: int) -> torch.Tensor:
+def _centre_gradient(graph: LoadedGraph, model: RebuiltModel, height: int, width: int) -> torch.Tensor:
     batch = 1 if graph.batch_dynamic else 2
     x = torch.ones(batch, graph.input_shape[0], height, width, requires_grad=True)
     fmap = model(x)
     h, w = fmap.shape[2] // 2, fmap.shape[3] // 2
     fmap[0, :, h, w].sum().backward()
+    assert x.grad is not None  # x is the one leaf that requires grad (the weights do not): backward() set it
     return x.grad[0].abs().sum(0)
 
 

@@ -177,12 +177,13 @@ class Batch:
         if progress:
             progress.started()
         output = self.grade(entry, prepared)
-        results = output.results()
-        if output.error is not None or results is None:
+        graded = output.results()
+        if output.error is not None or graded is None:
             error = output.error or Failure(ErrorKind.CRASH, "no results").to_dict()
             results = error_results(entry.student, error, self.rubric, content_hash, output.log)
             report = None
         else:
+            results = graded
             report = output.files.get("report.html")
         retry = (results.get("error") or {}).get("type") in RETRY_ERRORS
         results.setdefault("submission", {})["hash"] = content_hash

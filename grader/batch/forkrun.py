@@ -39,7 +39,7 @@ def _ctx() -> multiprocessing.context.ForkServerContext:
 
 def start(
     argv: list[str], log_path: Path, env: dict[str, str], memory_mb: int | None, threads: int
-) -> multiprocessing.Process:
+) -> multiprocessing.context.ForkServerProcess:
     """Start ``grade ARGV`` (the arguments after ``grade``) in a forked process; returns it started."""
     process = _ctx().Process(target=_child, args=(argv, str(log_path), env, memory_mb, threads), daemon=False)
     process.start()

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 KEYS = ("model", "model_kwargs", "transforms", "transforms_kwargs", "folder")
 FLAGS = {

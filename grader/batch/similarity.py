@@ -174,7 +174,7 @@ def group_similar(prints: dict[str, Fingerprint | None], max_edits: int = 2) -> 
     clusters: dict[str, list[str]] = {}
     for key in keys:
         clusters.setdefault(find(key), []).append(key)
-    groups = []
+    groups: list[dict[str, Any]] = []
     for members_keys in clusters.values():
         students = sorted(s for k in members_keys for s in by_key[k])
         if len(students) < 2:

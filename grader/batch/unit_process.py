@@ -131,6 +131,7 @@ def _start(unit: Unit, command: list[str], log_path: Path) -> _Handle:
             process.join()
             return process.exitcode
 
+        assert process.pid is not None  # forkrun.start returns it started
         return _Handle(process.pid, wait_fork, reap_fork)
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(

@@ -18,6 +18,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ CREATED_COMPOSES: list[tuple[Any, str]] = []
 
 def _submission_frame(root: str, depth: int = 2) -> str | None:
     """'file.py:12' of the innermost caller frame inside the submission, or None."""
-    frame = sys._getframe(depth)
+    frame: types.FrameType | None = sys._getframe(depth)
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(root):
@@ -45,7 +46,7 @@ def _importer_in_submission(root: str) -> bool:
     A library's own optional imports (``try: import triton``) are never stubbed, even when the
     library is being imported on behalf of student code.
     """
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
         if not (filename.startswith("<frozen importlib") or filename.endswith(("importlib/__init__.py", "runtime.py"))):
@@ -71,7 +72,7 @@ class _Stub:
     def __getitem__(self, key: Any) -> _Stub:
         return _Stub(f"{self._name}[]")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(())
 
     def __mro_entries__(self, bases: tuple) -> tuple:
@@ -139,7 +140,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             original(module)
             hook(module)
 
-        loader.exec_module = exec_module  # type: ignore[method-assign]
+        loader.exec_module = exec_module  # type: ignore[method-assign]  # wrapping the loader is the point
         return spec
 
 
@@ -212,7 +213,7 @@ def record_creation_sites(root: Path) -> None:
         if site is not None:
             object.__setattr__(self, "_s6_created_at", site)
 
-    nn.Module.__init__ = module_init  # type: ignore[method-assign]
+    nn.Module.__init__ = module_init  # type: ignore[method-assign]  # patching the constructor is the point
     try:
         import albumentations as A
     except Exception:
@@ -225,7 +226,7 @@ def record_creation_sites(root: Path) -> None:
         if site is not None:
             CREATED_COMPOSES.append((self, site))
 
-    A.Compose.__init__ = compose_record  # type: ignore[method-assign]
+    A.Compose.__init__ = compose_record
     # Keep the keyword arguments each augmentation was given: albumentations 2.x drops the 1.x names
     # (max_holes, fill_value...) and keeps no trace of their values.
     for name in ("CoarseDropout", "ShiftScaleRotate", "HorizontalFlip", "Affine", "Cutout"):

@@ -185,7 +185,8 @@ def parse_notebook(raw: bytes, path: Path) -> Notebook:
     for i, rc in enumerate(raw_cells, start=1):
         if not isinstance(rc, dict):
             continue
-        kind = rc.get("cell_type") if rc.get("cell_type") in ("code", "markdown", "raw") else "raw"
+        cell_type = rc.get("cell_type")
+        kind = cell_type if isinstance(cell_type, str) and cell_type in ("code", "markdown", "raw") else "raw"
         count = rc.get("execution_count") if kind == "code" else None
         cells.append(
             Cell(
@@ -413,8 +414,11 @@ class _Filter:
         if isinstance(node, ast.Pass):
             return None
         if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
-            aug = isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
-            if aug and node.target.id in self.dropped_names:
+            if (
+                isinstance(node, ast.AugAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id in self.dropped_names
+            ):
                 return f"updates {node.target.id}, which was left out ({self.dropped_names[node.target.id]})"
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]

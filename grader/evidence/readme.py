@@ -183,13 +183,13 @@ def analyze_readme(source: Path | Submission, assignment_dir: Path | None = None
     facts.parts["augmentation_code"] = _block_part(lines, blocks, _AUG_CODE, "albumentations code") or Part(
         False, [], "no code block with albumentations (A.Compose, HorizontalFlip, CoarseDropout)"
     )
-    log = parse_log(text, facts.path)
+    log = parse_log(text, readme)
     facts.parts["training_log"] = (
         Part(True, [e.line for e in log.epochs], f"{len(log.epochs)} epochs with a test accuracy ({log.format})")
         if len(log.epochs) >= 2
         else Part(False, [], "no training log with a test accuracy for at least two epochs")
     )
-    results = [c for c in extract_claims([(facts.path, text)]).accuracy if c.origin == "text"]
+    results = [c for c in extract_claims([(readme, text)]).accuracy if c.origin == "text"]
     facts.parts["results"] = (
         Part(True, [c.line for c in results], f"states accuracy {results[0].value:g}% at line {results[0].line}")
         if results

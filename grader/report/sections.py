@@ -5,7 +5,12 @@ Trusted side.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from grader.report.html import environment
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 def extra_sections(results: dict) -> tuple[str, str]:
@@ -21,7 +26,7 @@ def extra_sections(results: dict) -> tuple[str, str]:
     return training_html, evidence_html
 
 
-def _exists(env, name: str) -> bool:
+def _exists(env: Environment, name: str) -> bool:
     try:
         env.get_template(name)
         return True

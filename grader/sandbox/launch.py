@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,9 +129,9 @@ def run_sandboxed(
     *,
     view: ChildView | None = None,
     cwd: Path | None = None,
-    writable: list[Path] = (),  # type: ignore[assignment]
-    readable: list[Path] = (),  # type: ignore[assignment]
-    forbidden: list[Path] = (),  # type: ignore[assignment]
+    writable: Sequence[Path] = (),
+    readable: Sequence[Path] = (),
+    forbidden: Sequence[Path] = (),
     limits: Limits | None = None,
     env: dict[str, str] | None = None,
     gpu: bool = False,

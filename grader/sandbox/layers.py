@@ -127,10 +127,10 @@ def bwrap_args(view: ChildView, lib: Path) -> list[str]:
             args += ["--ro-bind", path, path]
     if os.path.isdir("/sys/devices/system/cpu"):
         args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    for path in [*view.read_only, view.grader_package, *view.python_path, lib]:
-        args += ["--ro-bind", str(path), str(path)]
-    for path in view.read_write:
-        args += ["--bind", str(path), str(path)]
+    for bound in [*view.read_only, view.grader_package, *view.python_path, lib]:
+        args += ["--ro-bind", str(bound), str(bound)]
+    for bound in view.read_write:
+        args += ["--bind", str(bound), str(bound)]
     if view.gpu:
         args += ["--ro-bind", "/sys", "/sys"]
         for dev in sorted(Path("/dev").glob("nvidia*")):

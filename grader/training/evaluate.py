@@ -8,6 +8,7 @@ grader's tensor convention (``recipe.to_model_input``). Every accuracy figure co
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from grader.training.recipe import to_model_input
 EVAL_TRANSFORMS = {"Normalize", "ToFloat", "FromFloat", "ToTensorV2"}
 
 
-def eval_preprocess(config: dict | None):
+def eval_preprocess(config: dict | None) -> Callable[[np.ndarray], torch.Tensor]:
     """A function image -> model input: the student's deterministic transforms, or plain /255."""
     pipeline = None
     if isinstance(config, dict):
@@ -92,6 +93,7 @@ def evaluate(
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A submitted checkpoint: safetensors, or a state_dict loaded with ``weights_only=True``."""
+    state: object  # whatever the file holds, until checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from grader.sandbox.layers import describe as describe_layers
 from grader.training import recipe
 from grader.training.data import DataUnavailable, Split, load_split
 from grader.training.evaluate import (
+    EvalResult,
     evaluate,
     load_checkpoint,
     model_with_weights,
@@ -37,6 +38,9 @@ from grader.training.evaluate import (
 )
 from grader.training.plots import curves_png, misclassified_png
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 TUNABLE = (
     "epochs",
@@ -118,6 +122,8 @@ class _Watcher:
 
 
 class TrainingJob:
+    hyp: dict[str, Any]  # the recipe's hyperparameters: run_training sets them (resolve_hyp) before training
+
     def __init__(self, facts: Any, disc: Any, work: Path, opts: Any, say: Any):
         self.facts, self.disc, self.work, self.opts, self.say = facts, disc, work, opts, say
         self.graph = facts.graph
@@ -141,7 +147,7 @@ class TrainingJob:
         return self.test
 
     # ---- evaluation ----------------------------------------------------------------------------------
-    def evaluate_weights(self, weights: dict[str, torch.Tensor]):
+    def evaluate_weights(self, weights: dict[str, torch.Tensor]) -> EvalResult:
         model = model_with_weights(self.graph, weights)
         batch = 500 if self.graph.batch_dynamic else 2
         return evaluate(model, self.x_test, self.y_test, self.device, batch, self.probabilities)
@@ -239,7 +245,7 @@ class TrainingJob:
         copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
         cuda = self.device.type == "cuda"
         self.hyp["workers"] = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 1
-        spec = {
+        spec: dict[str, Any] = {
             "root": str(copy_root),
             "cwd": str(copy_root / self.disc.assignment_dir) if self.disc.assignment_dir else str(copy_root),
             "out": str(self.out),
@@ -280,14 +286,13 @@ class TrainingJob:
             watcher(final=True)  # epochs written just before the child ended
         if self.error is None:
             status = _read_json(self.out, "status.json")
+            failure = child.failure()
             if status.get("error"):
                 self.error = status["error"]
-            elif child.failure() and not self.epochs:
-                self.error = child.failure()
-            elif child.failure():
-                self.error = child.failure() | {
-                    "message": child.failure()["message"] + f" (after {len(self.epochs)} epochs)"
-                }
+            elif failure and not self.epochs:
+                self.error = failure
+            elif failure:
+                self.error = failure | {"message": failure["message"] + f" (after {len(self.epochs)} epochs)"}
         return child
 
 
@@ -334,7 +339,7 @@ def _read_json(folder: Path, name: str) -> dict:
         return {}
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)

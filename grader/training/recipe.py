@@ -75,6 +75,8 @@ def seed_transform(transform: Callable | None, seed: int) -> None:
 def _seed_worker(worker_id: int) -> None:
     # Each worker's seed is the loader generator's base seed + its id: fixed by hyp["seed"].
     info = torch.utils.data.get_worker_info()
+    # Only ever the worker_init_fn of train()'s DataLoader: it runs in a worker, over AugmentedImages.
+    assert info is not None and isinstance(info.dataset, AugmentedImages)
     seed_everything(info.seed % 2**32)
     seed_transform(info.dataset.transform, info.seed)
 
