@@ -12,7 +12,6 @@ from grader.evidence.logs import (
     LogParse,
     find_logs,
     parse_log,
-    read_text,
     record_lines,
     training_log_verdict,
 )
@@ -22,7 +21,8 @@ LOGS = FIXTURES / "logs"
 
 
 def _parse(name: str) -> LogParse:
-    return parse_log(read_text(LOGS / name), name)
+    # As the submission's index reads it (grader.submission.Submission.text): line ends as written.
+    return parse_log((LOGS / name).read_bytes().decode("utf-8", errors="replace"), name)
 
 
 def _epochs(p: LogParse) -> list[tuple[int, float]]:
