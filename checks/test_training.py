@@ -77,7 +77,7 @@ def test_gpu(facts, check):
 def test_accuracy(facts, check):
     """At least 85% test accuracy, measured by the grader's own training and evaluation"""
     training = facts.need("training")
-    target = float(check.rule.get("target", 85.0))
+    target = float(check.rule["target"])
     best = training.get("best_test_acc")
     if training.get("error"):
         err = training["error"]
@@ -87,9 +87,12 @@ def test_accuracy(facts, check):
     source = training.get("source", "reproduced by the grader")
     if best < target:
         message = f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}): {target - best:.2f} points short of {target:g}%"
-        claim = (facts.evidence or {}).get("log_verdict") or {}
-        if claim.get("found") and claim.get("best_acc") is not None:
-            message += f"; the student's own log ({claim.get('source')}) shows {claim['best_acc']:.2f}% at epoch {claim.get('best_epoch')}"
+        claim = (facts.evidence or {}).get("chosen_log") or {}
+        shown = claim.get("best_acc") if claim.get("found") else None
+        if shown is not None:
+            message += (
+                f"; the student's own log ({claim.get('source')}) shows {shown:.2f}% at epoch {claim.get('best_epoch')}"
+            )
         if len(training.get("attempts") or []) > 1:
             message += f"; {len(training['attempts'])} schedules tried, {training.get('compute_s', 0):.0f} s in all"
         check.fail(
@@ -97,7 +100,8 @@ def test_accuracy(facts, check):
             hint="the grader trains with its own recipe; a model that learns faster reaches the target in fewer epochs"
             + (
                 "; a TA can re-run with more epochs (--epochs, or [training] evidence_max_epochs)"
-                if claim.get("reaches_target")
+                # the log judged as the training_log rule judges it (its own target)
+                if shown is not None and shown >= float(facts.rubric["rules"]["training_log"]["target"])
                 else ""
             ),
             best=best,

@@ -301,7 +301,7 @@ def grid_png(grid: np.ndarray) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def collect_evidence(facts: Facts, disc: Discovery, rubric: dict) -> dict:
+def collect_evidence(facts: Facts, disc: Discovery) -> dict:
     """README, logs and notebooks, with the claims compared to what the grader measured."""
     from grader.evidence import collect
 
@@ -314,6 +314,5 @@ def collect_evidence(facts: Facts, disc: Discovery, rubric: dict) -> dict:
     if training.get("best_test_acc") is not None:
         measured["accuracy"] = training["best_test_acc"]
         measured["accuracy_source"] = "checkpoint" if training.get("source") == "checkpoint accuracy" else "grader"
-    target = float(rubric["rules"]["training_log"].get("target", 85.0))
     folder = facts.submission / disc.assignment_dir if disc.assignment_dir else None
-    return collect(facts.submission, folder, target=target, measured=measured)
+    return collect(facts.submission, folder, measured=measured)

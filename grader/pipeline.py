@@ -183,7 +183,7 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             reanalyze_augmentations(facts)  # the fill is judged against the real data's mean
         else:
             facts.training_skipped = "not run: grading without training (--no-train); pass --train to train the model"
-        facts.evidence = collect_evidence(facts, disc, rubric)
+        facts.evidence = collect_evidence(facts, disc)
         for nb in facts.evidence.get("notebooks", []):
             if nb.get("out_of_order"):
                 facts.warnings.append(

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from grader.training.evaluate import (
 )
 from grader.training.plots import curves_png, misclassified_png
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
+
+if TYPE_CHECKING:
+    from grader.evidence.logs import ChosenLog
 
 TUNABLE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction", "ema_decay")
 
@@ -281,19 +284,19 @@ class TrainingJob:
         return child
 
 
-def student_log_claim(snapshot: Path, disc: Any, target: float) -> dict | None:
-    """The student's own log, read as text before training: does it reach the target, and when?"""
-    from grader.evidence.logs import find_logs, training_log_verdict
+def student_log_claim(snapshot: Path, disc: Any) -> ChosenLog | None:
+    """The student's own log, read as text before training (None when there is none)."""
+    from grader.evidence.logs import choose_log, find_logs
 
     scan = snapshot / disc.assignment_dir if disc.assignment_dir else snapshot
     try:
-        verdict = training_log_verdict(find_logs(scan, [], base=snapshot), target)
+        log = choose_log(find_logs(scan, [], base=snapshot))
     except Exception:  # the log is evidence, never a reason for the training job to break
         return None
-    return verdict.to_dict() if verdict.found else None
+    return log if log.found else None
 
 
-def longer_schedule(job: TrainingJob, rubric_training: dict, claim: dict | None) -> tuple[int, str] | None:
+def longer_schedule(job: TrainingJob, rubric_training: dict, claim: ChosenLog | None) -> tuple[int, str] | None:
     """(epochs, why) for a second, longer schedule, or None.
 
     Only when the planned schedule ran to its end without error and missed the target, while the
@@ -304,13 +307,11 @@ def longer_schedule(job: TrainingJob, rubric_training: dict, claim: dict | None)
     planned = int(job.hyp["epochs"])
     if job.reached is not None or job.error is not None or len(job.epochs) < planned or ceiling <= planned:
         return None
-    if not claim or not claim.get("first_at_target"):
-        return None
-    wanted = int(claim["first_at_target"])
-    if wanted <= planned:
+    wanted = claim.first_epoch_reaching(job.target) if claim else None
+    if not wanted or wanted <= planned:
         return None
     epochs = min(wanted, ceiling)
-    why = f"the student's log ({claim.get('source')}) reached {claim.get('best_acc')}% and first reached {job.target:g}% at epoch {wanted}"
+    why = f"the student's log ({claim.source}) reached {claim.best_acc}% and first reached {job.target:g}% at epoch {wanted}"
     if epochs < wanted:
         why += f" (the rubric's ceiling is {ceiling})"
     return epochs, why
@@ -389,7 +390,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
     child = job.train(train, submission)
     attempts = [job.attempt("the planned schedule")]
     # An explicit --epochs is the schedule the TA asked for: no second one.
-    claim = student_log_claim(submission, disc, job.target) if opts.epochs is None else None
+    claim = student_log_claim(submission, disc) if opts.epochs is None else None
     longer = longer_schedule(job, opts.rubric.get("training", {}), claim)
     if longer is not None:
         epochs, why = longer
