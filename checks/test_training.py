@@ -1,5 +1,6 @@
 """Rules on the augmentations, the GPU and the accuracy (Q&A 3 and 4, and the model code's GPU use)."""
 
+from grader.checks.augmentations import judge
 from grader.checks_api import rule
 
 
@@ -7,7 +8,8 @@ from grader.checks_api import rule
 def test_augmentations(facts, check):
     """Train transforms: HorizontalFlip, ShiftScaleRotate, CoarseDropout(1 hole, 16x16, filled with the mean)"""
     found = facts.need("aug")
-    for warning in found.warnings:
+    verdict = judge(found, check.rule)
+    for warning in verdict.warnings:
         check.warn(warning)
     evidence = {
         "spelling": found.spelling,
@@ -15,17 +17,19 @@ def test_augmentations(facts, check):
         "behaviour": found.behaviour,
         "value_space": found.value_space,
         "expected_fill": found.expected_fill,
-        "suggestion": found.suggestion,
+        "suggestion": verdict.suggestion,
     }
-    if found.problems:
-        credit = float(check.rule.get("unit_mistake_credit", 0.0))
-        if found.unit_mistake and credit and all("fill" in p for p in found.problems):
+    if verdict.notes:
+        evidence["notes"] = verdict.notes
+    if verdict.problems:
+        credit = float(check.rule["unit_mistake_credit"])
+        if verdict.unit_mistake and credit and all("fill" in p for p in verdict.problems):
             check.fraction = credit  # the rubric's partial credit: the mean meant, in the wrong units
             check.warn(f"partial credit ({credit:.0%}): the mean is right but in 0-1 units on a uint8 image")
         check.fail(
-            found.problems[0] + (f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""),
-            hint=_aug_hint(found),
-            problems=found.problems,
+            verdict.problems[0] + (f" (and {len(verdict.problems) - 1} more)" if len(verdict.problems) > 1 else ""),
+            hint=_aug_hint(verdict),
+            problems=verdict.problems,
             **evidence,
         )
     check.passed(
@@ -41,15 +45,15 @@ ADD = {
 }
 
 
-def _aug_hint(found) -> str:
+def _aug_hint(verdict) -> str:
     """A hint about the first problem: the transform that is missing, else the CoarseDropout fix."""
-    first = found.problems[0]
+    first = verdict.problems[0]
     for name, call in ADD.items():
         if first.startswith(f"{name} is missing") or (f"{name} in the train pipeline is the submission's own" in first):
             return f"add albumentations' {call} to the train A.Compose"
     if first.startswith("ShiftScaleRotate is missing: A.Affine"):
         return f"use {ADD['ShiftScaleRotate']} (the assignment names it)"
-    return found.suggestion or f"the assignment's CoarseDropout: {ADD['CoarseDropout']}"
+    return verdict.suggestion or f"the assignment's CoarseDropout: {ADD['CoarseDropout']}"
 
 
 @rule("gpu", points=15)

@@ -235,13 +235,12 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
 
 
 def reanalyze_augmentations(facts: Facts) -> None:
-    """Decide the augmentations from the stored inputs (again, once the real data's mean is known)."""
+    """The augmentation facts from the stored inputs (again, once the real data's mean is known)."""
     inputs = facts.aug_inputs
     if inputs is None:
         return
     transforms, trusted_probe, texts, calls = inputs
-    rule = facts.rubric["rules"]["augmentations"]
-    facts.aug = analyze_augmentations(transforms, trusted_probe, rule, facts.mean, facts.std, texts, calls)
+    facts.aug = analyze_augmentations(transforms, trusted_probe, facts.mean, facts.std, texts, calls)
 
 
 def rebuild_pipeline(config: Any) -> Any:
