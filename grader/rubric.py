@@ -81,6 +81,7 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
         )
     _check_keys(override, rubric, path)
     rubric = _merge(rubric, override)
+    _check_required(rubric, path)
     for rule_id, points in markers.items():  # a course rule the rubric leaves out: the marker's points
         rubric["rules"].setdefault(rule_id, {"points": points, "question": "course checks"})
     rubric["course"]["check_dirs"] = [str(d) for d in dirs]
@@ -88,6 +89,38 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
 
 
 RULE_KEYS = {"points", "question", "extra", "required", "visibility"}  # any rule may set these
+
+# What the built-in checks (and the training job) read from the rubric, with no default of their own:
+# the default rubric sets every one; a course's rubric may change them, never leave one out.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "rules.architecture": ("transitions", "min_transition_kernel"),
+    "rules.receptive_field": ("greater_than",),
+    "rules.params": ("less_than",),
+    "rules.augmentations": (
+        "required",
+        "accept_affine_for_shift_scale_rotate",
+        "unit_mistake_credit",
+        "coarse_dropout",
+    ),
+    "rules.augmentations.coarse_dropout": ("holes", "height", "width", "fill_tolerance", "mask_fill"),
+    "rules.accuracy": ("target",),
+    "rules.training_log": ("target",),
+}
+
+
+def _check_required(rubric: dict, path: Path | None) -> None:
+    """Every threshold a check reads is there: a table replaced by a value (``coarse_dropout = 1``) or a
+    default rubric without one is a one-line error naming the table and the keys."""
+    where = f"rubric {path}" if path is not None else "the default rubric"
+    for table, keys in REQUIRED_KEYS.items():
+        node: Any = rubric
+        for part in table.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise RubricError(f"{where}: [{table}] must be a table with {', '.join(keys)}")
+        missing = [key for key in keys if key not in node]
+        if missing:
+            raise RubricError(f"{where}: [{table}] has no {', '.join(missing)} (a check reads it and has no default)")
 
 
 def _check_keys(override: dict, default: dict, path: Path | None) -> None:

@@ -114,7 +114,7 @@ class TrainingJob:
     def __init__(self, facts: Any, disc: Any, work: Path, opts: Any, say: Any):
         self.facts, self.disc, self.work, self.opts, self.say = facts, disc, work, opts, say
         self.graph = facts.graph
-        self.target = float(opts.rubric["rules"]["accuracy"].get("target", 85.0))
+        self.target = float(opts.rubric["rules"]["accuracy"]["target"])
         self.out = work / "train"
         self.epochs: list[dict] = []
         self.error: dict | None = None
