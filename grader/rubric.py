@@ -90,6 +90,20 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
 
 RULE_KEYS = {"points", "question", "extra", "required", "visibility"}  # any rule may set these
 
+# The recipe's hyperparameters a rubric's [training] may override (and a submission's [grade.training] ask
+# for, within the caps). Their defaults are grader/training/recipe.py's HYP, and nowhere else: the default
+# rubric's [training] holds only the caps and the policy.
+TRAINING_OVERRIDES = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_fraction",
+    "ema_decay",
+)
+
 # What the built-in checks (and the training job) read from the rubric, with no default of their own:
 # the default rubric sets every one; a course's rubric may change them, never leave one out.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -105,6 +119,8 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "rules.augmentations.coarse_dropout": ("holes", "height", "width", "fill_tolerance", "mask_fill"),
     "rules.accuracy": ("target",),
     "rules.training_log": ("target",),
+    "training": ("max_epochs", "max_batch_size", "early_stop", "evidence_max_epochs"),
+    "limits": ("probe_seconds", "probe_memory_mb", "train_seconds", "train_memory_mb"),
 }
 
 
@@ -134,7 +150,8 @@ def _check_keys(override: dict, default: dict, path: Path | None) -> None:
                     continue  # a course rule defines its own keys
                 _known(spec, default["rules"][rule_id], RULE_KEYS, f"[rules.{rule_id}]", path)
         elif isinstance(value, dict):
-            _known(value, default[table], {"checks"} if table == "course" else set(), f"[{table}]", path)
+            also = {"checks"} if table == "course" else set(TRAINING_OVERRIDES) if table == "training" else set()
+            _known(value, default[table], also, f"[{table}]", path)
 
 
 def _known(given: dict, default: dict, also: set[str], where: str, path: Path | None) -> None:

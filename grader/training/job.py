@@ -24,6 +24,7 @@ import torch
 from grader.boundary import TRAIN_OUTPUTS, UnsafeOutput, read_output
 from grader.failures import ErrorKind, Failure
 from grader.graph import GraphError
+from grader.rubric import TRAINING_OVERRIDES
 from grader.sandbox import Limits, child_command, run_sandboxed
 from grader.sandbox.layers import describe as describe_layers
 from grader.training import recipe
@@ -41,7 +42,7 @@ from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 if TYPE_CHECKING:
     from grader.evidence.logs import ChosenLog
 
-TUNABLE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "warmup_fraction", "ema_decay")
+TUNABLE = TRAINING_OVERRIDES  # what a rubric's [training] and a submission's [grade.training] may set
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -51,16 +52,14 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def resolve_hyp(rubric_training: dict, requested: dict | None, epochs: int | None) -> tuple[dict, list[str]]:
-    """The recipe's hyperparameters: the rubric's values, then the submission's requests within the caps."""
+    """The recipe's hyperparameters: its own defaults (recipe.HYP), the rubric's overrides, then the
+    submission's requests within the rubric's caps."""
     hyp = dict(recipe.HYP)
     notes = []
     for key in TUNABLE:
         if key in rubric_training:
             hyp[key] = rubric_training[key]
-    caps = {
-        "epochs": int(rubric_training.get("max_epochs", 30)),
-        "batch_size": int(rubric_training.get("max_batch_size", 1024)),
-    }
+    caps = {"epochs": int(rubric_training["max_epochs"]), "batch_size": int(rubric_training["max_batch_size"])}
     wanted = dict(requested or {})
     if epochs is not None:
         wanted["epochs"] = epochs
@@ -169,7 +168,7 @@ class TrainingJob:
         self.print_row(row)
         if self.reached is None and result.acc >= self.target:
             self.reached = row
-            return bool(self.opts.rubric.get("training", {}).get("early_stop", True))
+            return bool(self.opts.rubric["training"]["early_stop"])
         return False
 
     # ---- terminal ------------------------------------------------------------------------------------
@@ -249,7 +248,7 @@ class TrainingJob:
         }
         spec_path = self.out / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        limits = self.opts.rubric.get("limits", {})
+        limits = self.opts.rubric["limits"]
         self.start = time.monotonic()
         watcher = _Watcher(self)
         child = run_sandboxed(
@@ -259,9 +258,9 @@ class TrainingJob:
             readable=[data_dir],
             forbidden=sensitive_paths(self.opts),
             limits=Limits(
-                wall_s=float(limits.get("train_seconds", 7200)),
+                wall_s=float(limits["train_seconds"]),
                 cpu_s=10**7,
-                memory_mb=int(limits.get("train_memory_mb", 16384)),
+                memory_mb=int(limits["train_memory_mb"]),
             ),
             gpu=cuda,
             isolation=self.opts.isolation,
@@ -303,7 +302,7 @@ def longer_schedule(job: TrainingJob, rubric_training: dict, claim: ChosenLog | 
     student's own log reached the target at a later epoch than planned; capped by the rubric's
     ``evidence_max_epochs`` (the TA's ceiling on compute per student).
     """
-    ceiling = int(rubric_training.get("evidence_max_epochs", 0))
+    ceiling = int(rubric_training["evidence_max_epochs"])
     planned = int(job.hyp["epochs"])
     if job.reached is not None or job.error is not None or len(job.epochs) < planned or ceiling <= planned:
         return None
@@ -379,7 +378,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         facts.training_skipped = f"not run: {exc}"
         return None
     facts.mean, facts.std = train.mean_std()
-    job.hyp, notes = resolve_hyp(opts.rubric.get("training", {}), disc.pinned.get("training"), opts.epochs)
+    job.hyp, notes = resolve_hyp(opts.rubric["training"], disc.pinned.get("training"), opts.epochs)
     result["notes"] = notes
     if job.device.type == "cpu":
         minutes = len(train) / 50000 * 2.5
@@ -391,7 +390,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
     attempts = [job.attempt("the planned schedule")]
     # An explicit --epochs is the schedule the TA asked for: no second one.
     claim = student_log_claim(submission, disc) if opts.epochs is None else None
-    longer = longer_schedule(job, opts.rubric.get("training", {}), claim)
+    longer = longer_schedule(job, opts.rubric["training"], claim)
     if longer is not None:
         epochs, why = longer
         job.console.print(

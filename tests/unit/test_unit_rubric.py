@@ -56,3 +56,41 @@ def test_a_default_rubric_without_a_threshold_fails_instead_of_defaulting(monkey
     monkeypatch.setattr(grader.rubric, "default_rubric_text", lambda: without)
     with pytest.raises(RubricError, match=r"the default rubric: \[rules.accuracy\] has no target"):
         load_rubric()
+
+
+# ---- [training]: caps and overrides only; the defaults are the recipe's ------------------------------------
+
+
+def test_the_recipe_holds_the_training_defaults_and_the_rubric_only_caps() -> None:
+    from grader.rubric import TRAINING_OVERRIDES
+    from grader.training import recipe
+    from grader.training.job import resolve_hyp
+
+    training = load_rubric()["training"]
+    assert set(TRAINING_OVERRIDES) <= set(recipe.HYP)
+    assert not set(TRAINING_OVERRIDES) & set(training)  # no second copy of a default
+    assert resolve_hyp(training, None, None) == (recipe.HYP, [])
+
+
+def test_a_rubric_or_grade_toml_overrides_a_hyperparameter_within_the_caps(tmp_path: Path) -> None:
+    from grader.training import recipe
+    from grader.training.job import resolve_hyp
+
+    path = tmp_path / "r.toml"
+    path.write_text("[training]\nweight_decay = 1e-3\nepochs = 12\nmax_epochs = 40\n")
+    training = load_rubric(path)["training"]
+    hyp, notes = resolve_hyp(training, None, None)
+    assert (hyp["weight_decay"], hyp["epochs"]) == (1e-3, 12) and notes == []
+    assert {k: v for k, v in hyp.items() if k not in ("weight_decay", "epochs")} == {
+        k: v for k, v in recipe.HYP.items() if k not in ("weight_decay", "epochs")
+    }
+    hyp, notes = resolve_hyp(training, {"weight_decay": 2e-3, "epochs": 50}, None)
+    assert hyp["weight_decay"] == 2e-3 and hyp["epochs"] == 40
+    assert notes == ["epochs=50 is over the rubric's cap; 40 used"]
+
+
+def test_a_misspelt_training_key_is_still_named(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text("[training]\nweight_decy = 1e-3\n")
+    with pytest.raises(RubricError, match="unknown key 'weight_decy' in \\[training\\]"):
+        load_rubric(path)
