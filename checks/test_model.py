@@ -30,8 +30,8 @@ def test_architecture(facts, check):
     facts.need("graph")
     rf = facts.need("rf")
     spec = check.rule
-    wanted = int(spec.get("transitions", 3))
-    min_kernel = int(spec.get("min_transition_kernel", 3))
+    wanted = int(spec["transitions"])
+    min_kernel = int(spec["min_transition_kernel"])
     before_gap = [layer for layer in facts.layers if layer.node.name in _ancestors_or_self(facts, rf.at)]
     reducers = [layer for layer in before_gap if is_transition(layer) or (layer.shrinks and layer.kind != "conv")]
     pools = [layer for layer in reducers if layer.kind != "conv"]
@@ -114,7 +114,7 @@ def _stage(size, bounds):
 def test_receptive_field(facts, check):
     """Receptive field of the last feature map before GAP is more than 44"""
     rf = facts.need("rf")
-    limit = int(check.rule.get("greater_than", 44))
+    limit = int(check.rule["greater_than"])
     measured = facts.measured_rf
     evidence = {"rf": rf.rf, "at": rf.at_layer, "measured": measured.measured if measured else None}
     if measured and measured.measured is not None and not measured.clipped and measured.measured != rf.rf:
@@ -228,7 +228,7 @@ def _pointwise_conv(facts, node):
 def test_params(facts, check):
     """Fewer than 200,000 parameters"""
     p = facts.need("params")
-    limit = int(check.rule.get("less_than", 200_000))
+    limit = int(check.rule["less_than"])
     evidence = {"params": p.params, "hidden": p.hidden, "hidden_total": p.hidden_total}
     if p.params >= limit:
         check.fail(

@@ -1,5 +1,6 @@
 """Rules on the augmentations, the GPU and the accuracy (Q&A 3 and 4, and the model code's GPU use)."""
 
+from grader.checks.augmentations import judge
 from grader.checks_api import rule
 
 
@@ -7,7 +8,8 @@ from grader.checks_api import rule
 def test_augmentations(facts, check):
     """Train transforms: HorizontalFlip, ShiftScaleRotate, CoarseDropout(1 hole, 16x16, filled with the mean)"""
     found = facts.need("aug")
-    for warning in found.warnings:
+    verdict = judge(found, check.rule)
+    for warning in verdict.warnings:
         check.warn(warning)
     evidence = {
         "spelling": found.spelling,
@@ -15,17 +17,19 @@ def test_augmentations(facts, check):
         "behaviour": found.behaviour,
         "value_space": found.value_space,
         "expected_fill": found.expected_fill,
-        "suggestion": found.suggestion,
+        "suggestion": verdict.suggestion,
     }
-    if found.problems:
-        credit = float(check.rule.get("unit_mistake_credit", 0.0))
-        if found.unit_mistake and credit and all("fill" in p for p in found.problems):
+    if verdict.notes:
+        evidence["notes"] = verdict.notes
+    if verdict.problems:
+        credit = float(check.rule["unit_mistake_credit"])
+        if verdict.unit_mistake and credit and all("fill" in p for p in verdict.problems):
             check.fraction = credit  # the rubric's partial credit: the mean meant, in the wrong units
             check.warn(f"partial credit ({credit:.0%}): the mean is right but in 0-1 units on a uint8 image")
         check.fail(
-            found.problems[0] + (f" (and {len(found.problems) - 1} more)" if len(found.problems) > 1 else ""),
-            hint=_aug_hint(found),
-            problems=found.problems,
+            verdict.problems[0] + (f" (and {len(verdict.problems) - 1} more)" if len(verdict.problems) > 1 else ""),
+            hint=_aug_hint(verdict),
+            problems=verdict.problems,
             **evidence,
         )
     check.passed(
@@ -41,15 +45,15 @@ ADD = {
 }
 
 
-def _aug_hint(found) -> str:
+def _aug_hint(verdict) -> str:
     """A hint about the first problem: the transform that is missing, else the CoarseDropout fix."""
-    first = found.problems[0]
+    first = verdict.problems[0]
     for name, call in ADD.items():
         if first.startswith(f"{name} is missing") or (f"{name} in the train pipeline is the submission's own" in first):
             return f"add albumentations' {call} to the train A.Compose"
     if first.startswith("ShiftScaleRotate is missing: A.Affine"):
         return f"use {ADD['ShiftScaleRotate']} (the assignment names it)"
-    return found.suggestion or f"the assignment's CoarseDropout: {ADD['CoarseDropout']}"
+    return verdict.suggestion or f"the assignment's CoarseDropout: {ADD['CoarseDropout']}"
 
 
 @rule("gpu", points=15)
@@ -77,7 +81,7 @@ def test_gpu(facts, check):
 def test_accuracy(facts, check):
     """At least 85% test accuracy, measured by the grader's own training and evaluation"""
     training = facts.need("training")
-    target = float(check.rule.get("target", 85.0))
+    target = float(check.rule["target"])
     best = training.get("best_test_acc")
     if training.get("error"):
         err = training["error"]
@@ -87,9 +91,12 @@ def test_accuracy(facts, check):
     source = training.get("source", "reproduced by the grader")
     if best < target:
         message = f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}): {target - best:.2f} points short of {target:g}%"
-        claim = (facts.evidence or {}).get("log_verdict") or {}
-        if claim.get("found") and claim.get("best_acc") is not None:
-            message += f"; the student's own log ({claim.get('source')}) shows {claim['best_acc']:.2f}% at epoch {claim.get('best_epoch')}"
+        claim = (facts.evidence or {}).get("chosen_log") or {}
+        shown = claim.get("best_acc") if claim.get("found") else None
+        if shown is not None:
+            message += (
+                f"; the student's own log ({claim.get('source')}) shows {shown:.2f}% at epoch {claim.get('best_epoch')}"
+            )
         if len(training.get("attempts") or []) > 1:
             message += f"; {len(training['attempts'])} schedules tried, {training.get('compute_s', 0):.0f} s in all"
         check.fail(
@@ -97,7 +104,8 @@ def test_accuracy(facts, check):
             hint="the grader trains with its own recipe; a model that learns faster reaches the target in fewer epochs"
             + (
                 "; a TA can re-run with more epochs (--epochs, or [training] evidence_max_epochs)"
-                if claim.get("reaches_target")
+                # the log judged as the training_log rule judges it (its own target)
+                if shown is not None and shown >= float(facts.rubric["rules"]["training_log"]["target"])
                 else ""
             ),
             best=best,

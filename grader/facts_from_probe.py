@@ -236,13 +236,12 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
 
 
 def reanalyze_augmentations(facts: Facts) -> None:
-    """Decide the augmentations from the stored inputs (again, once the real data's mean is known)."""
+    """The augmentation facts from the stored inputs (again, once the real data's mean is known)."""
     inputs = facts.aug_inputs
     if inputs is None:
         return
     transforms, trusted_probe, texts, calls = inputs
-    rule = facts.rubric["rules"]["augmentations"]
-    facts.aug = analyze_augmentations(transforms, trusted_probe, rule, facts.mean, facts.std, texts, calls)
+    facts.aug = analyze_augmentations(transforms, trusted_probe, facts.mean, facts.std, texts, calls)
 
 
 def rebuild_pipeline(config: Any) -> Any:
@@ -300,7 +299,7 @@ def grid_png(grid: np.ndarray) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def collect_evidence(facts: Facts, disc: Discovery, rubric: dict) -> dict:
+def collect_evidence(facts: Facts, disc: Discovery) -> dict:
     """README, logs and notebooks, with the claims compared to what the grader measured."""
     from grader.evidence import collect
 
@@ -313,6 +312,5 @@ def collect_evidence(facts: Facts, disc: Discovery, rubric: dict) -> dict:
     if training.get("best_test_acc") is not None:
         measured["accuracy"] = training["best_test_acc"]
         measured["accuracy_source"] = "checkpoint" if training.get("source") == "checkpoint accuracy" else "grader"
-    target = float(rubric["rules"]["training_log"].get("target", 85.0))
     folder = facts.submission / disc.assignment_dir if disc.assignment_dir else None
-    return collect(disc.submission or facts.submission, folder, target=target, measured=measured)
+    return collect(disc.submission or facts.submission, folder, measured=measured)

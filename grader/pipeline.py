@@ -92,14 +92,14 @@ def run_probe(disc: Discovery, snapshot: Path, work: Path, opts: GradeOptions) -
     spec = probe_spec(disc, copy_root, out, opts.rubric)
     spec_path = out / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    limits = opts.rubric.get("limits", {})
-    seconds = float(limits.get("probe_seconds", 60))
+    limits = opts.rubric["limits"]
+    seconds = float(limits["probe_seconds"])
     result = run_sandboxed(
         child_command("probe", spec_path),
         cwd=Path(spec["cwd"]),
         writable=[copy_root, out],
         forbidden=sensitive_paths(opts),
-        limits=Limits(wall_s=seconds, cpu_s=int(seconds) * 2, memory_mb=int(limits.get("probe_memory_mb", 6144))),
+        limits=Limits(wall_s=seconds, cpu_s=int(seconds) * 2, memory_mb=int(limits["probe_memory_mb"])),
         isolation=opts.isolation,
     )
     report = None
@@ -175,7 +175,7 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             reanalyze_augmentations(facts)  # the fill is judged against the real data's mean
         else:
             facts.training_skipped = "not run: grading without training (--no-train); pass --train to train the model"
-        facts.evidence = collect_evidence(facts, disc, rubric)
+        facts.evidence = collect_evidence(facts, disc)
         for nb in facts.evidence.get("notebooks", []):
             if nb.get("out_of_order"):
                 facts.warnings.append(

@@ -83,6 +83,7 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
         )
     _check_keys(override, rubric, path)
     rubric = _merge(rubric, override)
+    _check_required(rubric, path)
     for rule_id, points in markers.items():  # a course rule the rubric leaves out: the marker's points
         rubric["rules"].setdefault(rule_id, {"points": points, "question": "course checks"})
     rubric["course"]["check_dirs"] = [str(d) for d in dirs]
@@ -90,6 +91,55 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
 
 
 RULE_KEYS = {"points", "question", "extra", "required", "visibility"}  # any rule may set these
+
+# The recipe's hyperparameters a rubric's [training] may override (and a submission's [grade.training] ask
+# for, within the caps). Their defaults are grader/training/recipe.py's HYP, and nowhere else: the default
+# rubric's [training] holds only the caps and the policy.
+TRAINING_OVERRIDES = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_fraction",
+    "ema_decay",
+    "plain_final_epochs",
+)
+
+# What the built-in checks (and the training job) read from the rubric, with no default of their own:
+# the default rubric sets every one; a course's rubric may change them, never leave one out.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "rules.architecture": ("transitions", "min_transition_kernel"),
+    "rules.receptive_field": ("greater_than",),
+    "rules.params": ("less_than",),
+    "rules.augmentations": (
+        "required",
+        "accept_affine_for_shift_scale_rotate",
+        "unit_mistake_credit",
+        "coarse_dropout",
+    ),
+    "rules.augmentations.coarse_dropout": ("holes", "height", "width", "fill_tolerance", "mask_fill"),
+    "rules.accuracy": ("target",),
+    "rules.training_log": ("target",),
+    "training": ("max_epochs", "max_batch_size", "early_stop", "evidence_max_epochs"),
+    "limits": ("probe_seconds", "probe_memory_mb", "train_seconds", "train_memory_mb"),
+}
+
+
+def _check_required(rubric: dict, path: Path | None) -> None:
+    """Every threshold a check reads is there: a table replaced by a value (``coarse_dropout = 1``) or a
+    default rubric without one is a one-line error naming the table and the keys."""
+    where = f"rubric {path}" if path is not None else "the default rubric"
+    for table, keys in REQUIRED_KEYS.items():
+        node: Any = rubric
+        for part in table.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise RubricError(f"{where}: [{table}] must be a table with {', '.join(keys)}")
+        missing = [key for key in keys if key not in node]
+        if missing:
+            raise RubricError(f"{where}: [{table}] has no {', '.join(missing)} (a check reads it and has no default)")
 
 
 def _check_keys(override: dict, default: dict, path: Path | None) -> None:
@@ -103,7 +153,8 @@ def _check_keys(override: dict, default: dict, path: Path | None) -> None:
                     continue  # a course rule defines its own keys
                 _known(spec, default["rules"][rule_id], RULE_KEYS, f"[rules.{rule_id}]", path)
         elif isinstance(value, dict):
-            _known(value, default[table], {"checks"} if table == "course" else set(), f"[{table}]", path)
+            also = {"checks"} if table == "course" else set(TRAINING_OVERRIDES) if table == "training" else set()
+            _known(value, default[table], also, f"[{table}]", path)
 
 
 def _known(given: dict, default: dict, also: set[str], where: str, path: Path | None) -> None:

@@ -1,4 +1,4 @@
-"""Trusted verdict on the train augmentations: HorizontalFlip, ShiftScaleRotate and the exact CoarseDropout.
+"""Trusted facts about the train augmentations: the transforms found, and CoarseDropout as written, built and seen.
 
 Three sources are combined:
 - the spelling the student wrote (the keyword arguments the child saw passed to each transform, and the
@@ -7,11 +7,11 @@ Three sources are combined:
 - its behaviour: holes cut on a probe image by the pipeline rebuilt on the trusted side (or, when it
   cannot be rebuilt, by the child's own object).
 
-What the student wrote is judged in the semantics of the spelling used: 1.x names as 1.x meant them
-(``max_holes=1, max_height=16, ..., fill_value=...``), 2.x names as 2.x means them. When the installed
-albumentations ignores the 1.x names (2.x drops them with only a UserWarning) the verdict still follows
-the student's spelling, and the findings say that the pipeline really behaves otherwise, show the
-spelling that works, and point at the warning in the student's own log when it is there.
+What the student wrote is read in the semantics of the spelling used: 1.x names as 1.x meant them
+(``max_holes=1, max_height=16, ..., fill_value=...``), 2.x names as 2.x means them; the facts also say
+which 1.x names the installed albumentations ignores (2.x drops them with only a UserWarning) and where
+the student's own output shows that warning. Nothing here is judged: the augmentations check
+(``checks/augmentations.py``) compares these facts with the rubric's arguments.
 """
 
 from __future__ import annotations
@@ -37,17 +37,27 @@ IGNORED_WARNING = re.compile(r"not valid for transform CoarseDropout|Argument\(s
 
 @dataclass
 class AugFindings:
-    problems: list[str] = field(default_factory=list)  # each fails the rule
-    warnings: list[str] = field(default_factory=list)  # shown, do not fail
-    notes: list[str] = field(default_factory=list)
-    spelling: str = ""  # "1.x" | "2.x" | "mixed" | ""
-    meant: dict = field(default_factory=dict)  # CoarseDropout as the student's spelling means it
+    """What the train pipeline is: its transforms, and its (first) CoarseDropout in the pipeline's value space."""
+
+    built: bool = False  # an albumentations train pipeline was built and described
+    site: str | None = None  # where it is built (file:line)
+    version: str | None = None  # the albumentations that built it
+    transforms: list[dict] = field(default_factory=list)  # every leaf transform in order: class, module, p
+    # CoarseDropout, when the pipeline has one:
+    spelling: str = ""  # "1.x" | "2.x": the names it is read by (a mix of both is read by its 1.x names)
+    v1_names: list[str] = field(default_factory=list)  # the 1.x / 2.x argument names the student passed
+    v2_names: list[str] = field(default_factory=list)
+    meant: dict = field(
+        default_factory=dict
+    )  # holes, height and width (px), fill, mask_fill as the spelling means them
+    value_space: str = "uint8"  # what the hole is cut on: 'uint8', 'float' or 'normalized'
+    expected_fill: list[float] | None = None  # the dataset mean in that value space
+    fill_offset: list[float] | None = None  # the meant fill minus that mean, per channel (None: no number)
+    dataset_std: list[float] = field(default_factory=list)  # after Normalize, one 0-1 image unit is 1/std there
     behaviour: dict | None = None  # what the probe saw
-    value_space: str = "uint8"
-    expected_fill: list[float] | None = None
-    suggestion: str = ""
-    found: dict[str, bool] = field(default_factory=dict)
-    unit_mistake: bool = False  # the mean written in 0-1 units on a uint8 image: intent right, effect black
+    behaviour_fill_offset: list[float] | None = None  # the fill the probe saw minus the mean, per channel
+    ignored: list[str] = field(default_factory=list)  # 1.x names the installed albumentations ignores
+    ignored_warning: str = ""  # file:line where the student's own output shows the warning about them
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -127,78 +137,39 @@ def to_pixels(rng: list, size: int, spelling: str) -> list:
     return [int(v) for v in rng]
 
 
-def fill_matches(fill: Any, expected: list[float], space: str, tolerance: float, std: tuple[float, ...]) -> bool:
+def fill_offset(fill: Any, expected: list[float], space: str) -> list[float] | None:
+    """``fill`` minus the mean ``expected``, per channel, as the image holds the fill: a uint8 image keeps
+    only whole numbers in 0-255, so the cast comes first. None for a fill that is no number (``'random'``)
+    or has another number of channels than the mean."""
     if isinstance(fill, str) or fill is None:
-        return False
+        return None
     values = [float(fill)] * 3 if isinstance(fill, (int, float)) else [float(v) for v in fill]
     if len(values) == 1:
         values = values * 3
     if len(values) != len(expected):
-        return False
+        return None
     if space == "uint8":
-        # A uint8 image keeps only whole numbers: compare what the cast would give.
         values = [float(int(min(255, max(0, v)))) for v in values]
-        tol = [tolerance * 255] * 3
-    elif space == "float":
-        tol = [tolerance] * 3
-    else:
-        tol = [tolerance / s for s in std]
-    return all(abs(v - e) <= t for v, e, t in zip(values, expected, tol, strict=True))
-
-
-def _fmt(values: Any) -> str:
-    if isinstance(values, (list, tuple)):
-        return "(" + ", ".join(_fmt(v) for v in values) + ")"
-    if isinstance(values, float):
-        return f"{values:.3g}" if abs(values) < 10 else f"{values:.0f}"
-    return str(values)
+    return [v - e for v, e in zip(values, expected, strict=True)]
 
 
 def analyze(
     transforms: dict | None,
     trusted_probe: dict | None,
-    rubric: dict,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     texts: Sequence[tuple[str, str]] = (),
     source_calls: Sequence[dict] = (),
 ) -> AugFindings:
-    """Decide the augmentations rule from the child's pipeline description and the trusted probe."""
+    """The facts of the child's pipeline description and the trusted probe, against the data's mean/std."""
     f = AugFindings()
     if not transforms:
-        f.problems.append("no albumentations train pipeline could be built")
         return f
+    f.built, f.site, f.version = True, transforms.get("site"), transforms.get("version")
     leaves = _leaves(transforms["description"])
-    names = [t["class"] for t in leaves]
-    required = rubric.get("required", ["HorizontalFlip", "ShiftScaleRotate", "CoarseDropout"])
-    for name in required:
-        present = name in names
-        if not present and name == "ShiftScaleRotate" and "Affine" in names:
-            if rubric.get("accept_affine_for_shift_scale_rotate", False):
-                f.notes.append("A.Affine stands in for ShiftScaleRotate (the rubric accepts it)")
-                present = True
-            else:
-                f.problems.append(
-                    "ShiftScaleRotate is missing: A.Affine is used instead (the assignment asks for ShiftScaleRotate)"
-                )
-                f.found[name] = False
-                continue
-        f.found[name] = present
-        if not present:
-            f.problems.append(f"{name} is missing from the train pipeline ({transforms.get('site', '?')})")
-            continue
-        t = next((t for t in leaves if t["class"] in (name, "Affine" if name == "ShiftScaleRotate" else name)), None)
-        module = str((t or {}).get("module") or "albumentations")
-        if not module.startswith("albumentations"):
-            f.problems.append(
-                f"{name} in the train pipeline is the submission's own class (from {module}), not albumentations' A.{name}"
-            )
-            f.found[name] = False
-            continue
-        if t is not None and isinstance(t.get("p"), (int, float)) and t["p"] <= 0:
-            f.problems.append(f"{name} has p={t['p']}: it is never applied")
-    if "CoarseDropout" in names:
-        _coarse_dropout(f, leaves, transforms, trusted_probe, rubric, mean, std, texts, source_calls)
+    f.transforms = [{"class": t["class"], "module": t.get("module"), "p": t.get("p")} for t in leaves]
+    if any(t["class"] == "CoarseDropout" for t in leaves):
+        _coarse_dropout(f, leaves, transforms, trusted_probe, mean, std, texts, source_calls)
     return f
 
 
@@ -213,29 +184,20 @@ def _coarse_dropout(
     leaves: list[dict],
     transforms: dict,
     trusted_probe: dict | None,
-    rubric: dict,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     texts: Sequence[tuple[str, str]],
     source_calls: Sequence[dict],
 ) -> None:
-    want = rubric.get("coarse_dropout", {})
-    want_holes, want_h, want_w = want.get("holes", [1, 1]), want.get("height", [16, 16]), want.get("width", [16, 16])
-    tolerance = float(want.get("fill_tolerance", 0.03))
     index = next(i for i, t in enumerate(leaves) if t["class"] == "CoarseDropout")
     t = leaves[index]
     kwargs = t.get("passed_kwargs")
     if kwargs is None:  # fall back to the literal arguments read from the source
         call = next((c for c in source_calls if c["name"] == "CoarseDropout"), None)
         kwargs = {k: v for k, v in (call or {}).get("kwargs", {}).items() if not (isinstance(v, dict) and "expr" in v)}
-    v1 = [k for k in kwargs if k in V1_NAMES]
-    v2 = [k for k in kwargs if k in V2_NAMES]
-    f.spelling = "mixed" if v1 and v2 else ("1.x" if v1 else "2.x")
-    if f.spelling == "mixed":
-        f.warnings.append(
-            f"CoarseDropout mixes 1.x names ({', '.join(v1)}) and 2.x names ({', '.join(v2)}); judged by the 1.x names"
-        )
-        f.spelling = "1.x"
+    f.v1_names = [k for k in kwargs if k in V1_NAMES]
+    f.v2_names = [k for k in kwargs if k in V2_NAMES]
+    f.spelling = "1.x" if f.v1_names else "2.x"
     meant = meant_config(kwargs, t.get("attrs", {}), f.spelling)
     size = int((trusted_probe or transforms.get("coarse_dropout_probe") or {}).get("image_size", 32))
     meant["height"] = to_pixels(meant["height"], size, f.spelling)
@@ -243,85 +205,16 @@ def _coarse_dropout(
     f.meant = meant
     space, normalize = value_space(leaves[:index])
     f.value_space = space
-    expected = expected_fill(mean, space, normalize)
-    f.expected_fill = expected
-    where = f"CoarseDropout ({transforms.get('site', '')})"
-    if list(meant["holes"]) != list(want_holes):
-        f.problems.append(f"{where}: holes {_fmt(meant['holes'])}, the assignment asks for exactly {want_holes[0]}")
-    if list(meant["height"]) != list(want_h) or list(meant["width"]) != list(want_w):
-        f.problems.append(
-            f"{where}: hole height {_fmt(meant['height'])} and width {_fmt(meant['width'])} px, "
-            f"the assignment asks for {want_h[0]}x{want_w[0]}"
-        )
-    if meant["mask_fill"] is not None and want.get("mask_fill", "none") == "none":
-        f.problems.append(f"{where}: mask fill is {meant['mask_fill']!r}, the assignment asks for None")
-    space_text = {
-        "uint8": "a uint8 image (0-255)",
-        "float": "a float image (0-1)",
-        "normalized": "the normalized image (after Normalize)",
-    }[space]
-    if not fill_matches(meant["fill"], expected, space, tolerance, std):
-        fill = meant["fill"]
-        hint = ""
-        if space == "uint8" and _all_unit(fill):
-            hint = " - 0-1 values on a uint8 image are black, not the mean"
-            f.unit_mistake = True
-        elif space == "normalized" and _all_large(fill):
-            hint = " - after Normalize the mean is about 0"
-        f.problems.append(
-            f"{where}: fill {_fmt(fill)} is not the dataset mean: the hole is cut on {space_text}, "
-            f"where the mean is {_fmt(expected)}{hint}"
-        )
-    # Behaviour: what the pipeline really does here.
+    f.expected_fill = expected_fill(mean, space, normalize)
+    f.fill_offset = fill_offset(meant["fill"], f.expected_fill, space)
+    f.dataset_std = list(std)
     probe = trusted_probe or transforms.get("coarse_dropout_probe")
     f.behaviour = probe
-    if probe is None:
-        f.warnings.append("the CoarseDropout behaviour could not be measured: judged by its configuration only")
-    ignored = [a for a in (t.get("invalid_args") or []) if a in V1_NAMES]
-    if probe is not None:
-        really = _behaviour_problems(probe, want_holes, want_h, want_w, expected, space, tolerance, std)
-        if really and ignored:
-            f.warnings.append(
-                f"albumentations {transforms.get('version', '?')} (installed here) ignores {', '.join(ignored)} "
-                f"with only a UserWarning: this pipeline really cuts {_fmt(probe['holes'])} holes of "
-                f"{_fmt(probe.get('heights'))}x{_fmt(probe.get('widths'))} px filled with "
-                f"{_fmt(probe.get('fill_min'))}. Judged as the 1.x spelling means it."
-            )
-            evidence = _ignored_warning_evidence(texts)
-            if evidence:
-                f.warnings.append(f"the student's own run was affected: {evidence}")
-        elif really:
-            f.problems.extend(f"{where} behaves differently from its arguments: {p}" for p in really)
-    if f.spelling == "1.x" or ignored:
-        f.suggestion = suggested_spelling(
-            expected if space != "normalized" else [0.0, 0.0, 0.0], want_holes, want_h, want_w
-        )
-
-
-def _all_unit(fill: Any) -> bool:
-    vals = [fill] if isinstance(fill, (int, float)) else list(fill) if isinstance(fill, (list, tuple)) else []
-    return bool(vals) and all(isinstance(v, (int, float)) and 0 < v <= 1 for v in vals)
-
-
-def _all_large(fill: Any) -> bool:
-    vals = [fill] if isinstance(fill, (int, float)) else list(fill) if isinstance(fill, (list, tuple)) else []
-    return bool(vals) and all(isinstance(v, (int, float)) and v > 2 for v in vals)
-
-
-def _behaviour_problems(
-    probe: dict, holes: list, height: list, width: list, expected: list[float], space: str, tol: float, std: tuple
-) -> list[str]:
-    out = []
-    if probe["holes"] != list(holes):
-        out.append(f"it cut {_fmt(probe['holes'])} holes per image on the probe, not {holes[0]}")
-    if probe.get("heights") and (probe["heights"] != list(height) or probe["widths"] != list(width)):
-        out.append(
-            f"holes of {_fmt(probe['heights'])} x {_fmt(probe['widths'])} px on the probe, not {height[0]}x{width[0]}"
-        )
-    fills = probe.get("fill_min")
-    if fills and not fill_matches(fills, expected, space, tol, std):
-        out.append(f"the hole was filled with {_fmt(fills)}, the mean there is {_fmt(expected)}")
-    return out
+    if probe is not None and probe.get("fill_min"):
+        f.behaviour_fill_offset = fill_offset(probe["fill_min"], f.expected_fill, space)
+    f.ignored = [a for a in (t.get("invalid_args") or []) if a in V1_NAMES]
+    if f.ignored:
+        f.ignored_warning = _ignored_warning_evidence(texts)
 
 
 def _ignored_warning_evidence(texts: Sequence[tuple[str, str]]) -> str:
@@ -330,13 +223,3 @@ def _ignored_warning_evidence(texts: Sequence[tuple[str, str]]) -> str:
             if IGNORED_WARNING.search(line):
                 return f"{source}:{number}: {line.strip()[:160]}"
     return ""
-
-
-def suggested_spelling(fill: list[float], holes: list, height: list, width: list) -> str:
-    """The CoarseDropout call that means the same under albumentations 2.x (and 1.4.x with fill_value=)."""
-    fill_text = "(" + ", ".join(f"{v:.0f}" if abs(v) >= 2 else f"{v:.3g}" for v in fill) + ")"
-    return (
-        f"A.CoarseDropout(num_holes_range=({holes[0]}, {holes[1]}), hole_height_range=({height[0]}, {height[1]}), "
-        f"hole_width_range=({width[0]}, {width[1]}), fill={fill_text}, fill_mask=None, p=0.5)"
-        "  # albumentations 1.4.x: write fill_value= instead of fill="
-    )

@@ -6,7 +6,8 @@ Pure Python, read-only, nothing of the submission is executed. ``collect`` gathe
 JSON-serializable dict for the report; the modules can be used on their own:
 
 - ``notebooks``: read ``.ipynb`` files, execution order, the definitions module for notebook-only code
-- ``logs``: per-epoch test accuracy from logs, README text and notebook outputs; the training_log verdict
+- ``logs``: per-epoch test accuracy from logs, README text and notebook outputs; the log chosen to stand
+  for the training (the training_log check in ``checks/`` judges it)
 - ``readme``: which parts the README shows, and whether its images exist
 - ``claims``: stated params / RF / accuracy, compared with measured figures
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grader.evidence.claims import Claims, compare, extract_claims
-from grader.evidence.logs import MAX_FILES, find_logs, parse_log, training_log_verdict
+from grader.evidence.logs import MAX_FILES, choose_log, find_logs, parse_log
 from grader.evidence.notebooks import NotebookError
 from grader.evidence.readme import analyze_readme, find_readme
 from grader.submission import Submission, as_submission
@@ -30,9 +31,7 @@ def _comments(code: str) -> str:
     return "\n".join(line[line.index("#") + 1 :] if "#" in line else "" for line in code.split("\n"))
 
 
-def collect(
-    source: Path | Submission, assignment_dir: Path | None = None, target: float = 85.0, measured: dict | None = None
-) -> dict:
+def collect(source: Path | Submission, assignment_dir: Path | None = None, measured: dict | None = None) -> dict:
     """Everything the submission shows, as a JSON-serializable dict; never raises on bad input.
 
     Logs and notebooks are searched in ``assignment_dir`` when given (a repository often holds every
@@ -47,7 +46,7 @@ def collect(
         scan = root / scan
     scan = scan.absolute()
     notes: list[str] = []
-    result: dict = {"readme": None, "logs": [], "log_verdict": None, "claims": None, "notebooks": [], "notes": notes}
+    result: dict = {"readme": None, "logs": [], "chosen_log": None, "claims": None, "notebooks": [], "notes": notes}
 
     assignment = scan if scan != root else None
     under = sub.relative(scan) if assignment is not None else ""
@@ -72,7 +71,7 @@ def collect(
             if extra.epochs:
                 parses.append(extra)
         result["logs"] = [p.to_dict() for p in parses]
-        result["log_verdict"] = training_log_verdict(parses, target).to_dict()
+        result["chosen_log"] = choose_log(parses).to_dict()
     except Exception as exc:
         notes.append(f"logs could not be searched: {type(exc).__name__}: {exc}")
 

@@ -13,7 +13,7 @@ import csv
 import io
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.evidence.notebooks import NotebookError, strip_ansi
@@ -21,7 +21,7 @@ from grader.submission import Submission
 
 MAX_LOG_BYTES = 5 * 1024 * 1024
 MAX_FILES = 300  # a repository with more candidate files than this is not worth reading in full
-_KIND_RANK = {"notebook": 0, "readme": 1, "file": 2}  # tie-break order for training_log_verdict
+_KIND_RANK = {"notebook": 0, "readme": 1, "file": 2}  # tie-break order for choose_log
 
 _NUM = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
 _PYTORCH_TEST = re.compile(
@@ -435,23 +435,16 @@ def _candidates(sub: Submission, under: str) -> list[str]:
     return found[:MAX_FILES]
 
 
-def find_logs(
-    source: Path | Submission, notes: list[str] | None = None, base: Path | None = None, under: str = ""
-) -> list[LogParse]:
+def find_logs(source: Path | Submission, notes: list[str] | None = None, under: str = "") -> list[LogParse]:
     """Every training log in the submission: log/CSV files, README.md text and notebook cell outputs.
 
-    ``source`` is the submission's index (or a folder, walked once here). Only files in folder
-    ``under`` are searched when it is given; a folder ``source`` inside ``base`` is searched as that
-    folder of ``base``. Sources are named relative to the submission's root. Only parses that found
-    at least one epoch are returned. Files that cannot be read are reported in ``notes`` (when
-    given), never raised.
+    ``source`` is the submission's index (or a folder, walked once here); only files in folder
+    ``under`` are searched when it is given. Sources are named relative to the submission's root.
+    Only parses that found at least one epoch are returned. Files that cannot be read are reported
+    in ``notes`` (when given), never raised.
     """
     if not isinstance(source, Submission):
-        folder = Path(source).absolute()
-        if base is not None and folder != Path(base).absolute() and folder.is_relative_to(Path(base).absolute()):
-            under = folder.relative_to(Path(base).absolute()).as_posix()
-            folder = Path(base).absolute()
-        source = Submission.scan(folder)
+        source = Submission.scan(Path(source))
     sub = source
     notes = notes if notes is not None else []
     parses: list[LogParse] = []
@@ -483,111 +476,91 @@ def find_logs(
 
 
 # ---------------------------------------------------------------------------------------------
-# verdict
+# the chosen log
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass
-class LogVerdict:
-    """Whether the submission shows a test figure after every epoch, and how good the best one is."""
+class ChosenLog:
+    """The log that stands for the submission's training, as facts: which source and why, what it shows.
+
+    Nothing here is judged against a target: the training_log check (``checks/test_evidence.py``) decides
+    whether it shows enough, and the training job asks ``first_epoch_reaching`` for its own target.
+    """
 
     found: bool
-    passed: bool
-    message: str
-    hint: str
     source: str | None = None
     format: str | None = None
-    epochs: int = 0
-    every_epoch: bool = False
-    missing_epochs: list[int] = field(default_factory=list)
-    best_acc: float | None = None
-    best_epoch: int | None = None
-    reaches_target: bool = False
-    first_at_target: int | None = None  # the first epoch whose test figure reaches the target
-    target: float = 85.0
-    lines: tuple[int, int] | None = None
     choice: str = ""  # why this source and not another
+    records: list[EpochRecord] = field(default_factory=list)  # the reported run, one record per epoch
+
+    @property
+    def epochs(self) -> int:
+        return len(self.records)
+
+    @property
+    def missing_epochs(self) -> list[int]:
+        """Epoch numbers with no test figure (a log starting at epoch 3 is missing 1 and 2; one at 0 is fine)."""
+        if not self.records:
+            return []
+        numbers = {r.epoch for r in self.records}
+        start = min(1, self.records[0].epoch)
+        return [n for n in range(start, self.records[-1].epoch + 1) if n not in numbers]
+
+    @property
+    def every_epoch(self) -> bool:
+        """At least two epochs, and a test figure after each (no gap in the numbering)."""
+        return not self.missing_epochs and len(self.records) >= 2
+
+    @property
+    def best(self) -> EpochRecord | None:
+        return max(self.records, key=lambda r: r.test_acc) if self.records else None
+
+    @property
+    def best_acc(self) -> float | None:
+        return self.best.test_acc if self.best else None
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.best.epoch if self.best else None
+
+    @property
+    def lines(self) -> tuple[int, int] | None:
+        return (self.records[0].line, self.records[-1].line) if self.records else None
+
+    def first_epoch_reaching(self, figure: float) -> int | None:
+        """The first epoch whose test figure is at least ``figure`` (percent), or None."""
+        return next((r.epoch for r in self.records if r.test_acc >= figure), None)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lines"] = list(self.lines) if self.lines else None
-        return d
+        return {
+            "found": self.found,
+            "source": self.source,
+            "format": self.format,
+            "choice": self.choice,
+            "epochs": self.epochs,
+            "every_epoch": self.every_epoch,
+            "missing_epochs": self.missing_epochs,
+            "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
+            "lines": list(self.lines) if self.lines else None,
+            "records": [{"epoch": r.epoch, "test_acc": r.test_acc, "line": r.line} for r in self.records],
+        }
 
 
-def _missing(run: list[EpochRecord]) -> list[int]:
-    numbers = {r.epoch for r in run}
-    start = min(1, run[0].epoch)  # a log starting at epoch 3 is missing 1 and 2; one starting at 0 is fine
-    return [n for n in range(start, run[-1].epoch + 1) if n not in numbers]
-
-
-def _fmt_pct(x: float) -> str:
-    return f"{x:.2f}%"
-
-
-def training_log_verdict(parses: list[LogParse], target: float = 85.0) -> LogVerdict:
-    """Pick the most complete log and judge it.
-
-    The source with the most epochs wins; on a tie a notebook output beats README text, which beats a
-    log file (the notebook is what was run). Passing needs at least two epochs, a test/val figure
-    after every epoch (no gaps in the numbering), and a best figure that reaches ``target``.
-    """
+def choose_log(parses: list[LogParse]) -> ChosenLog:
+    """The most complete log: the source with the most epochs; on a tie a notebook output beats README
+    text, which beats a log file (the notebook is what was run)."""
     usable = [p for p in parses if p.epochs]
     if not usable:
-        return LogVerdict(
-            found=False,
-            passed=False,
-            target=target,
-            message="no training log with a per-epoch test accuracy was found",
-            hint="keep the training output in the notebook (do not clear outputs) or commit the log, "
-            "with the test/validation accuracy printed after every epoch",
-        )
+        return ChosenLog(found=False)
     ranked = sorted(usable, key=lambda p: (-len(p.epochs), _KIND_RANK[p.kind]))
     best = ranked[0]
     ties = [p.source for p in ranked[1:] if len(p.epochs) == len(best.epochs)]
     choice = f"chosen for the most epochs ({len(best.epochs)})"
     if ties:
         choice += f"; preferred as {best.kind} over " + ", ".join(ties)
-    run = best.epochs
-    missing = _missing(run)
-    top = max(run, key=lambda r: r.test_acc)
-    reaches = top.test_acc >= target
-    first = next((r.epoch for r in run if r.test_acc >= target), None)
-    every = not missing and len(run) >= 2
-    where = f"{best.source} (lines {run[0].line}–{run[-1].line})"
-    if every:
-        shown = "test accuracy after each"
-    elif len(run) < 2:
-        shown = "only one epoch shown"
-    else:
-        listed = ", ".join(str(n) for n in missing[:8]) + (" …" if len(missing) > 8 else "")
-        shown = f"no test figure for epoch(s) {listed}"
-    message = (
-        f"training log in {where}: {len(run)} epoch{'s' if len(run) != 1 else ''}, {shown}, "
-        f"best {_fmt_pct(top.test_acc)} at epoch {top.epoch}"
-    )
-    hints = []
-    if not every:
-        hints.append("evaluate on the test set after every epoch and keep that output")
-    if not reaches:
-        hints.append(f"the best test accuracy {_fmt_pct(top.test_acc)} is below the {target:g}% target")
-    return LogVerdict(
-        found=True,
-        passed=every and reaches,
-        message=message,
-        hint="; ".join(hints),
-        source=best.source,
-        format=best.format,
-        epochs=len(run),
-        every_epoch=every,
-        missing_epochs=missing,
-        best_acc=top.test_acc,
-        best_epoch=top.epoch,
-        reaches_target=reaches,
-        first_at_target=first,
-        target=target,
-        lines=(run[0].line, run[-1].line),
-        choice=choice,
-    )
+    return ChosenLog(found=True, source=best.source, format=best.format, choice=choice, records=list(best.epochs))
 
 
 def record_lines(text: str) -> set[int]:

@@ -23,7 +23,8 @@ def what_was_graded(results: dict) -> list[tuple[str, str]]:
         rows.append(("pipeline", transforms["site"]))
     readme = (evidence.get("readme") or {}).get("path")
     rows.append(("README", readme or "none found"))
-    log = (evidence.get("log_verdict") or {}).get("source")
+    chosen = evidence.get("chosen_log") or evidence.get("log_verdict") or {}  # log_verdict: an older results.json
+    log = chosen.get("source")
     rows.append(("training log", log or "none found"))
     training = facts.get("training") or {}
     if training.get("source") == "checkpoint accuracy":

@@ -24,8 +24,10 @@ import torch
 from grader.boundary import TRAIN_OUTPUTS, UnsafeOutput, read_output
 from grader.failures import ErrorKind, Failure
 from grader.graph import GraphError
+from grader.rubric import TRAINING_OVERRIDES
 from grader.sandbox import Limits, child_command, run_sandboxed
 from grader.sandbox.layers import describe as describe_layers
+from grader.submission import Submission
 from grader.training import recipe
 from grader.training.data import DataUnavailable, Split, load_split
 from grader.training.evaluate import (
@@ -42,17 +44,9 @@ from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 if TYPE_CHECKING:
     from rich.console import Console
 
-TUNABLE = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "label_smoothing",
-    "warmup_fraction",
-    "ema_decay",
-    "plain_final_epochs",
-)
+    from grader.evidence.logs import ChosenLog
+
+TUNABLE = TRAINING_OVERRIDES  # what a rubric's [training] and a submission's [grade.training] may set
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -62,16 +56,14 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def resolve_hyp(rubric_training: dict, requested: dict | None, epochs: int | None) -> tuple[dict, list[str]]:
-    """The recipe's hyperparameters: the rubric's values, then the submission's requests within the caps."""
+    """The recipe's hyperparameters: its own defaults (recipe.HYP), the rubric's overrides, then the
+    submission's requests within the rubric's caps."""
     hyp = dict(recipe.HYP)
     notes = []
     for key in TUNABLE:
         if key in rubric_training:
             hyp[key] = rubric_training[key]
-    caps = {
-        "epochs": int(rubric_training.get("max_epochs", 30)),
-        "batch_size": int(rubric_training.get("max_batch_size", 1024)),
-    }
+    caps = {"epochs": int(rubric_training["max_epochs"]), "batch_size": int(rubric_training["max_batch_size"])}
     wanted = dict(requested or {})
     if epochs is not None:
         wanted["epochs"] = epochs
@@ -127,7 +119,7 @@ class TrainingJob:
     def __init__(self, facts: Any, disc: Any, work: Path, opts: Any, say: Any):
         self.facts, self.disc, self.work, self.opts, self.say = facts, disc, work, opts, say
         self.graph = facts.graph
-        self.target = float(opts.rubric["rules"]["accuracy"].get("target", 85.0))
+        self.target = float(opts.rubric["rules"]["accuracy"]["target"])
         self.out = work / "train"
         self.epochs: list[dict] = []
         self.error: dict | None = None
@@ -182,7 +174,7 @@ class TrainingJob:
         self.print_row(row)
         if self.reached is None and result.acc >= self.target:
             self.reached = row
-            return bool(self.opts.rubric.get("training", {}).get("early_stop", True))
+            return bool(self.opts.rubric["training"]["early_stop"])
         return False
 
     # ---- terminal ------------------------------------------------------------------------------------
@@ -262,7 +254,7 @@ class TrainingJob:
         }
         spec_path = self.out / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        limits = self.opts.rubric.get("limits", {})
+        limits = self.opts.rubric["limits"]
         self.start = time.monotonic()
         watcher = _Watcher(self)
         child = run_sandboxed(
@@ -272,9 +264,9 @@ class TrainingJob:
             readable=[data_dir],
             forbidden=sensitive_paths(self.opts),
             limits=Limits(
-                wall_s=float(limits.get("train_seconds", 7200)),
+                wall_s=float(limits["train_seconds"]),
                 cpu_s=10**7,
-                memory_mb=int(limits.get("train_memory_mb", 16384)),
+                memory_mb=int(limits["train_memory_mb"]),
             ),
             gpu=cuda,
             isolation=self.opts.isolation,
@@ -296,36 +288,34 @@ class TrainingJob:
         return child
 
 
-def student_log_claim(snapshot: Path, disc: Any, target: float) -> dict | None:
-    """The student's own log, read as text before training: does it reach the target, and when?"""
-    from grader.evidence.logs import find_logs, training_log_verdict
+def student_log_claim(snapshot: Path, disc: Any) -> ChosenLog | None:
+    """The student's own log, read as text before training (None when there is none)."""
+    from grader.evidence.logs import choose_log, find_logs
 
-    scan = snapshot / disc.assignment_dir if disc.assignment_dir else snapshot
+    index = disc.submission or Submission.scan(snapshot)  # the same index discovery read
     try:
-        verdict = training_log_verdict(find_logs(scan, [], base=snapshot), target)
+        log = choose_log(find_logs(index, [], under=disc.assignment_dir or ""))
     except Exception:  # the log is evidence, never a reason for the training job to break
         return None
-    return verdict.to_dict() if verdict.found else None
+    return log if log.found else None
 
 
-def longer_schedule(job: TrainingJob, rubric_training: dict, claim: dict | None) -> tuple[int, str] | None:
+def longer_schedule(job: TrainingJob, rubric_training: dict, claim: ChosenLog | None) -> tuple[int, str] | None:
     """(epochs, why) for a second, longer schedule, or None.
 
     Only when the planned schedule ran to its end without error and missed the target, while the
     student's own log reached the target at a later epoch than planned; capped by the rubric's
     ``evidence_max_epochs`` (the TA's ceiling on compute per student).
     """
-    ceiling = int(rubric_training.get("evidence_max_epochs", 0))
+    ceiling = int(rubric_training["evidence_max_epochs"])
     planned = int(job.hyp["epochs"])
     if job.reached is not None or job.error is not None or len(job.epochs) < planned or ceiling <= planned:
         return None
-    if not claim or not claim.get("first_at_target"):
-        return None
-    wanted = int(claim["first_at_target"])
-    if wanted <= planned:
+    wanted = claim.first_epoch_reaching(job.target) if claim else None
+    if claim is None or not wanted or wanted <= planned:
         return None
     epochs = min(wanted, ceiling)
-    why = f"the student's log ({claim.get('source')}) reached {claim.get('best_acc')}% and first reached {job.target:g}% at epoch {wanted}"
+    why = f"the student's log ({claim.source}) reached {claim.best_acc}% and first reached {job.target:g}% at epoch {wanted}"
     if epochs < wanted:
         why += f" (the rubric's ceiling is {ceiling})"
     return epochs, why
@@ -393,7 +383,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         facts.training_skipped = f"not run: {exc}"
         return None
     facts.mean, facts.std = train.mean_std()
-    job.hyp, notes = resolve_hyp(opts.rubric.get("training", {}), disc.pinned.get("training"), opts.epochs)
+    job.hyp, notes = resolve_hyp(opts.rubric["training"], disc.pinned.get("training"), opts.epochs)
     result["notes"] = notes
     if job.device.type == "cpu":
         minutes = len(train) / 50000 * 2.5
@@ -404,8 +394,8 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
     child = job.train(train, submission)
     attempts = [job.attempt("the planned schedule")]
     # An explicit --epochs is the schedule the TA asked for: no second one.
-    claim = student_log_claim(submission, disc, job.target) if opts.epochs is None else None
-    longer = longer_schedule(job, opts.rubric.get("training", {}), claim)
+    claim = student_log_claim(submission, disc) if opts.epochs is None else None
+    longer = longer_schedule(job, opts.rubric["training"], claim)
     if longer is not None:
         epochs, why = longer
         job.console.print(

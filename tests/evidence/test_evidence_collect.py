@@ -6,7 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+from grader.checks_runner import run_checks
 from grader.evidence import collect
+from grader.facts import Facts
+from grader.rubric import load_rubric
 
 SUBMISSION = Path(__file__).parent / "fixtures" / "submission"
 
@@ -14,7 +17,7 @@ SUBMISSION = Path(__file__).parent / "fixtures" / "submission"
 def test_collect_submission_layout_and_json() -> None:
     result = collect(SUBMISSION)
     json.dumps(result)  # must serialize as is
-    assert set(result) == {"readme", "logs", "log_verdict", "claims", "notebooks", "notes"}
+    assert set(result) == {"readme", "logs", "chosen_log", "claims", "notebooks", "notes"}
     assert result["readme"]["path"] == "README.md"
     assert result["readme"]["parts"]["model_code"]["evidence"] == "link to S6.ipynb, which is in the repository"
     assert [i["exists"] for i in result["readme"]["images"]] == [False]
@@ -28,10 +31,13 @@ def test_collect_submission_layout_and_json() -> None:
     ]
     assert sources["logs/metrics.csv"]["epochs"][-1]["test_acc"] == 70.0
 
-    verdict = result["log_verdict"]
-    assert verdict["passed"]
-    assert verdict["source"] == "S6.ipynb cell 12"  # ties with README.md at 3 epochs: the notebook wins
-    assert "preferred as notebook over README.md" in verdict["choice"]
+    log = result["chosen_log"]
+    facts = Facts(submission=SUBMISSION, rubric=load_rubric())
+    facts.evidence = result
+    check = next(r for r in run_checks(facts, facts.rubric) if r.id == "training_log")
+    assert check.status == "passed", check.message
+    assert log["source"] == "S6.ipynb cell 12"  # ties with README.md at 3 epochs: the notebook wins
+    assert "preferred as notebook over README.md" in log["choice"]
 
     notebooks = {n["path"]: n for n in result["notebooks"]}
     assert notebooks["S6.ipynb"]["code_cells"] == 16 and notebooks["S6.ipynb"]["out_of_order"] is False
@@ -61,7 +67,7 @@ def test_collect_assignment_folder(tmp_path: Path) -> None:
     result = collect(tmp_path, "S6")
     assert result["readme"]["path"] == "S6/README.md"
     assert {p["source"] for p in result["logs"]} == {"S6/README.md", "S6/S6.ipynb cell 12", "S6/logs/metrics.csv"}
-    assert result["log_verdict"]["source"] == "S6/S6.ipynb cell 12"  # S5's longer log is another assignment's
+    assert result["chosen_log"]["source"] == "S6/S6.ipynb cell 12"  # S5's longer log is another assignment's
 
 
 def test_collect_reads_only_comments_of_code_cells(tmp_path: Path) -> None:
@@ -85,7 +91,7 @@ def test_collect_never_raises_on_bad_input(tmp_path: Path) -> None:
     result = collect(tmp_path / "does-not-exist")
     json.dumps(result)
     assert result["readme"]["path"] is None
-    assert result["logs"] == [] and result["log_verdict"]["found"] is False
+    assert result["logs"] == [] and result["chosen_log"]["found"] is False
     (tmp_path / "README.md").write_bytes(b"\xff\xfe\x00 binary \x00 Total params: 1,234,567\n")
     (tmp_path / "x.ipynb").write_bytes(b"\x89PNG not a notebook")
     (tmp_path / "train.log").write_bytes(b"\x00\x01\x02")

@@ -1,4 +1,4 @@
-"""Training logs: every recognised format, runs, gaps, find_logs and the training_log verdict."""
+"""Training logs: every recognised format, runs, gaps, find_logs, the chosen log and the training_log verdict on it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from grader.checks_runner import CheckResult, run_checks
 from grader.evidence.logs import (
+    ChosenLog,
     EpochRecord,
     LogParse,
+    choose_log,
     find_logs,
     parse_log,
     record_lines,
-    training_log_verdict,
 )
+from grader.facts import Facts
+from grader.rubric import load_rubric
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGS = FIXTURES / "logs"
@@ -173,7 +177,7 @@ def test_find_logs_skips_big_files(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert notes and "not read" in notes[0]
 
 
-# --- verdict -------------------------------------------------------------------------------
+# --- the chosen log, and the training_log check's verdict on it ----------------------------
 
 
 def _log(source: str, accs: list[float], start: int = 1) -> LogParse:
@@ -181,10 +185,22 @@ def _log(source: str, accs: list[float], start: int = 1) -> LogParse:
     return LogParse(source=source, format="pytorch_test_set", epochs=recs, runs=[recs])
 
 
+def training_log_verdict(parses: list[LogParse], target: float = 85.0) -> tuple[ChosenLog, CheckResult]:
+    """The log chosen from ``parses`` (evidence's facts) and the training_log check's verdict on it."""
+    log = choose_log(parses)
+    rubric = load_rubric()
+    rubric["rules"]["training_log"]["target"] = target
+    facts = Facts(submission=Path("."), rubric=rubric)
+    facts.evidence = {"chosen_log": log.to_dict()}
+    result = next(r for r in run_checks(facts, rubric) if r.id == "training_log")
+    result.passed = result.status == "passed"
+    return log, result
+
+
 def test_verdict_passes_and_says_where() -> None:
-    v = training_log_verdict([_log("S6.ipynb cell 14", [70.0, 80.0, 86.08, 85.5])])
-    assert v.passed and v.every_epoch and v.reaches_target
-    assert (v.best_acc, v.best_epoch, v.epochs, v.lines) == (86.08, 3, 4, (10, 25))
+    log, v = training_log_verdict([_log("S6.ipynb cell 14", [70.0, 80.0, 86.08, 85.5])])
+    assert v.passed and log.every_epoch and log.first_epoch_reaching(85.0) == 3
+    assert (log.best_acc, log.best_epoch, log.epochs, log.lines) == (86.08, 3, 4, (10, 25))
     assert v.message == (
         "training log in S6.ipynb cell 14 (lines 10–25): 4 epochs, test accuracy after each, best 86.08% at epoch 3"
     )
@@ -193,42 +209,42 @@ def test_verdict_passes_and_says_where() -> None:
 
 def test_verdict_tie_prefers_notebook_then_readme_then_file() -> None:
     parses = [_log("train.log", [70.0, 80.0]), _log("README.md", [71.0, 81.0]), _log("S6.ipynb cell 3", [72.0, 82.0])]
-    v = training_log_verdict(parses)
-    assert v.source == "S6.ipynb cell 3"
-    assert "preferred as notebook over README.md, train.log" in v.choice
-    v = training_log_verdict(parses[:2])
-    assert v.source == "README.md"
+    log, _ = training_log_verdict(parses)
+    assert log.source == "S6.ipynb cell 3"
+    assert "preferred as notebook over README.md, train.log" in log.choice
+    log, _ = training_log_verdict(parses[:2])
+    assert log.source == "README.md"
 
 
 def test_verdict_prefers_more_epochs_over_kind() -> None:
-    v = training_log_verdict([_log("S6.ipynb cell 3", [70.0, 80.0]), _log("train.log", [60.0, 70.0, 86.0])])
-    assert v.source == "train.log"
+    log, v = training_log_verdict([_log("S6.ipynb cell 3", [70.0, 80.0]), _log("train.log", [60.0, 70.0, 86.0])])
+    assert log.source == "train.log"
     assert v.passed
 
 
 def test_verdict_gaps_fail_with_hint() -> None:
     p = _parse("every_second_epoch.log")
-    v = training_log_verdict([p])
-    assert not v.passed and not v.every_epoch
-    assert v.missing_epochs == [1, 3, 5]
+    log, v = training_log_verdict([p])
+    assert not v.passed and not log.every_epoch
+    assert log.missing_epochs == [1, 3, 5]
     assert "no test figure for epoch(s) 1, 3, 5" in v.message
-    assert "evaluate on the test set after every epoch" in v.hint
-    assert v.reaches_target  # 88% was reached, but not shown after every epoch
+    assert v.hint == "run the test/validation set after every epoch and keep the printed log"
+    assert log.first_epoch_reaching(85.0) is not None  # 88% was reached, but not shown after every epoch
 
 
 def test_verdict_below_target() -> None:
-    v = training_log_verdict([_parse("tqdm_postfix.log")], target=85.0)
-    assert not v.passed and v.every_epoch and not v.reaches_target
+    log, v = training_log_verdict([_parse("tqdm_postfix.log")], target=85.0)
+    assert not v.passed and log.every_epoch and log.first_epoch_reaching(85.0) is None
     assert v.hint == "the best test accuracy 84.10% is below the 85% target"
 
 
 def test_verdict_zero_based_epochs_have_no_gap() -> None:
-    v = training_log_verdict([_log("a.log", [80.0, 86.0], start=0)])
-    assert v.missing_epochs == [] and v.passed
+    log, v = training_log_verdict([_log("a.log", [80.0, 86.0], start=0)])
+    assert log.missing_epochs == [] and v.passed
 
 
 def test_verdict_without_logs() -> None:
-    v = training_log_verdict([])
-    assert not v.found and not v.passed
+    log, v = training_log_verdict([])
+    assert not log.found and not v.passed
     assert "no training log" in v.message
-    assert v.to_dict()["lines"] is None
+    assert log.to_dict()["lines"] is None

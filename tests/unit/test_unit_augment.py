@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from types import SimpleNamespace
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -11,8 +12,11 @@ import pytest
 
 A = pytest.importorskip("albumentations")
 
-from grader.analysis.augmentations import analyze, expected_fill, fill_matches, to_pixels  # noqa: E402
+from grader.analysis.augmentations import analyze as analyze_facts  # noqa: E402
+from grader.analysis.augmentations import expected_fill, to_pixels  # noqa: E402
 from grader.augment_inspect import describe, probe_coarse_dropout  # noqa: E402
+from grader.checks.augmentations import fill_matches  # noqa: E402
+from grader.checks.augmentations import judge as judge_facts  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -60,6 +64,12 @@ def pipeline(*middle, flip=True, ssr=True):
         warnings.simplefilter("ignore")
         items = ([A.HorizontalFlip()] if flip else []) + ([A.ShiftScaleRotate()] if ssr else []) + list(middle)
         return A.Compose(items)
+
+
+def analyze(transforms, trusted_probe, rule, mean, std, texts=(), source_calls=()):
+    """The analysis' facts and the augmentations check's verdict on them, read as one (``f.meant`` beside ``f.problems``)."""
+    facts = analyze_facts(transforms, trusted_probe, mean, std, list(texts), list(source_calls))
+    return SimpleNamespace(**facts.to_dict(), **judge_facts(facts, rule).__dict__)
 
 
 def judge(pipe, rule, texts=(), source_calls=(), probe=True):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.analysis.augmentations import AugFindings
+from grader.analysis.augmentations import analyze as analyze_augmentations
 from grader.analysis.layers import param_facts, spatial_layers
 from grader.analysis.receptive_field import analytic_rf, measure_rf
 from grader.analysis.source import SourceFacts
@@ -132,6 +132,29 @@ class DilatedShrink(nn.Module):
 
 _RESULTS: dict[str, dict] = {}
 
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _pipeline(**coarse_dropout) -> dict:
+    """The child's description of a train pipeline whose CoarseDropout was passed ``coarse_dropout`` (not probed)."""
+    kwargs = {
+        "num_holes_range": (1, 1),
+        "hole_height_range": (16, 16),
+        "hole_width_range": (16, 16),
+        "fill": tuple(m * 255 for m in MEAN),
+        "fill_mask": None,
+        **coarse_dropout,
+    }
+    leaves = [
+        {"class": "HorizontalFlip", "module": "albumentations.augmentations.geometric.flip", "p": 0.5},
+        {"class": "ShiftScaleRotate", "module": "albumentations.augmentations.geometric.transforms", "p": 0.5},
+        {"class": "CoarseDropout", "module": "albumentations.augmentations.dropout", "p": 0.5, "passed_kwargs": kwargs},
+    ]
+    return {"description": {"class": "Compose", "transforms": leaves}, "site": "t.py:4"}
+
+
+NOT_MEASURED = "the CoarseDropout behaviour could not be measured: judged by its configuration only"
+
 
 def _facts(e, rubric, sources=GPU_SOURCES, aug=None, measure=False) -> Facts:
     facts = Facts(submission=Path("."), rubric=rubric)
@@ -156,7 +179,7 @@ def results(exported, rubric):
     def get(factory):
         name = factory.__name__
         if name not in _RESULTS:
-            aug = AugFindings(spelling="2.x", warnings=["shown to the student"]) if factory is Good else None
+            aug = analyze_augmentations(_pipeline(), None, MEAN, STD) if factory is Good else None
             facts = _facts(exported(factory), rubric, aug=aug, measure=factory in (Good, DilatedShrink))
             _RESULTS[name] = {r.id: r for r in run_checks(facts, rubric)}
         return _RESULTS[name]
@@ -182,7 +205,7 @@ def test_good_model_passes_every_model_rule(results):
     assert "depthwise" in res["depthwise_separable"].message
     assert res["gpu"].status == "passed"
     assert res["augmentations"].status == "passed"
-    assert res["augmentations"].warnings == ["shown to the student"]
+    assert res["augmentations"].warnings == [NOT_MEASURED]  # a warning is shown to the student
     assert res["bonus"].status == "failed" and "stride" in res["bonus"].message
     assert res["bonus"].extra and not res["bonus"].required and res["bonus"].points == 0
     assert res["params"].points == res["params"].max_points == 125
@@ -267,9 +290,11 @@ def test_model_that_was_not_analysed_gives_a_typed_error_on_every_model_rule(rub
 def test_gpu_and_augmentations_failures_from_facts(rubric):
     facts = Facts(submission=Path("."), rubric=rubric)
     facts.sources = SourceFacts(device_lines=["t.py:1: device = torch.device('cuda')"])
-    facts.aug = AugFindings(problems=["CoarseDropout (t.py:4): holes (1, 2), the assignment asks for exactly 1"])
+    facts.aug = analyze_augmentations(_pipeline(num_holes_range=(1, 2)), None, MEAN, STD)
     res = {r.id: r for r in run_checks(facts, rubric)}
     assert res["gpu"].status == "failed" and "nothing is moved" in res["gpu"].message
     assert res["augmentations"].status == "failed"
     assert res["augmentations"].message.startswith("CoarseDropout (t.py:4): holes (1, 2)")
-    assert res["augmentations"].evidence["problems"] == facts.aug.problems
+    assert res["augmentations"].evidence["problems"] == [
+        "CoarseDropout (t.py:4): holes (1, 2), the assignment asks for exactly 1"
+    ]
