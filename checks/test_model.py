@@ -112,7 +112,7 @@ def _stage(size, bounds):
 
 @rule("receptive_field", points=20)
 def test_receptive_field(facts, check):
-    """Receptive field of the last feature map before GAP is more than 44"""
+    """Receptive field of the last feature map before GAP is more than {greater_than}"""
     rf = facts.need("rf")
     limit = int(check.rule["greater_than"])
     measured = facts.measured_rf
@@ -226,7 +226,7 @@ def _pointwise_conv(facts, node):
 
 @rule("params", points=125)
 def test_params(facts, check):
-    """Fewer than 200,000 parameters"""
+    """Fewer than {less_than:,} parameters"""
     p = facts.need("params")
     limit = int(check.rule["less_than"])
     evidence = {"params": p.params, "hidden": p.hidden, "hidden_total": p.hidden_total}

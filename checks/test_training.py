@@ -79,7 +79,7 @@ def test_gpu(facts, check):
 
 @rule("accuracy", points=100)
 def test_accuracy(facts, check):
-    """At least 85% test accuracy, measured by the grader's own training and evaluation"""
+    """At least {target:g}% test accuracy, measured by the grader's own training and evaluation"""
     training = facts.need("training")
     target = float(check.rule["target"])
     best = training.get("best_test_acc")

@@ -132,7 +132,7 @@ class _Plugin:
         evidence = dict(holder.evidence)
         if kind:
             evidence["error_type"] = kind
-        doc = (getattr(item, "function", None).__doc__ or item.name).strip().splitlines()[0]
+        doc = _title((getattr(item, "function", None).__doc__ or item.name).strip().splitlines()[0], spec)
         self._results.append(
             CheckResult(
                 id=rule_id,
@@ -214,6 +214,16 @@ def error_hint(kind: str) -> str:
     if kind.endswith("_failed"):
         return "the message says what failed; fix it (or pin what the grader guessed) and grade again"
     return "an earlier stage broke: fix the error shown at the top of the report, then grade again"
+
+
+def _title(doc: str, rule: dict) -> str:
+    """A check's title, its rubric values filled in: "more than {greater_than}" reads "more than 44"
+    with the default rubric and what a course's rubric sets otherwise. A title naming a key the rule
+    does not have is shown as written."""
+    try:
+        return doc.format_map(rule) if "{" in doc else doc
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return doc
 
 
 def _rule_of(item: pytest.Item) -> tuple[str, int]:

@@ -298,3 +298,25 @@ def test_gpu_and_augmentations_failures_from_facts(rubric):
     assert res["augmentations"].evidence["problems"] == [
         "CoarseDropout (t.py:4): holes (1, 2), the assignment asks for exactly 1"
     ]
+
+
+def test_titles_carry_the_rubrics_thresholds(exported, rubric):
+    """A title states the rubric's figure: the default one, and a course's own when it sets another."""
+    import copy
+
+    titles = {r.id: r.title for r in results_for(exported, rubric)}
+    assert titles["receptive_field"].endswith("is more than 44")
+    assert titles["params"] == "Fewer than 200,000 parameters"
+    assert titles["accuracy"].startswith("At least 85% test accuracy")
+    course = copy.deepcopy(rubric)
+    course["rules"]["receptive_field"]["greater_than"] = 60
+    course["rules"]["params"]["less_than"] = 150000
+    course["rules"]["accuracy"]["target"] = 80.5
+    titles = {r.id: r.title for r in results_for(exported, course)}
+    assert titles["receptive_field"].endswith("is more than 60")
+    assert titles["params"] == "Fewer than 150,000 parameters"
+    assert titles["accuracy"].startswith("At least 80.5% test accuracy")
+
+
+def results_for(exported, rubric):
+    return run_checks(_facts(exported(Good), rubric), rubric)
