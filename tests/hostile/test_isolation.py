@@ -250,15 +250,21 @@ _NAMES = ["probe.json", "graph.json", "weights.safetensors", "summary.txt", "aug
           "progress.json"] + [f"epoch_{{i:03d}}.{{ext}}" for i in range(1, 4) for ext in ("json", "safetensors")]
 
 def _plant(name):
+    # The link is made beside the output and renamed over it: the output is never absent, so what the
+    # grader finds is always the child's file or the link (an unlink-then-link would leave a moment
+    # with no file at all, and a child that exits then reads as one that wrote nothing).
     path = os.path.join(_out, name)
+    spare = os.path.join(_out, f".{{name}}.{{os.getpid()}}.lnk")
     try:
         if os.path.islink(path):
             return
-        if os.path.exists(path):
-            os.unlink(path)
-        os.symlink(_HOST, path)
+        os.symlink(_HOST, spare)
+        os.replace(spare, path)
     except OSError:
-        pass
+        try:
+            os.unlink(spare)
+        except OSError:
+            pass
 
 if _out and {when!r} == "before":
     for _n in _NAMES:
