@@ -102,6 +102,7 @@ TRAINING_OVERRIDES = (
     "momentum",
     "weight_decay",
     "label_smoothing",
+    "bn_batch",
     "warmup_fraction",
     "ema_decay",
     "plain_final_epochs",

@@ -6,7 +6,9 @@ submission's ``grade.toml`` may change them within the rubric's caps.
 
 The recipe: SGD with Nesterov momentum, a linear warm-up then linear decay to zero over the
 planned epochs (one-cycle), label smoothing, weight decay on conv/linear weights only, batch
-norm left undecayed, channels_last, and bf16 autocast on CUDA. The data pipeline is the
+norm left undecayed, channels_last, and bf16 autocast on CUDA. Measured options, off by default
+(benchmarks/results/ablations.md): an EMA of the weights, ghost batch norm (``bn_batch``), and
+plain final epochs. The data pipeline is the
 student's own albumentations train transforms, applied in DataLoader worker processes.
 """
 
@@ -31,6 +33,7 @@ HYP: dict[str, float | int | bool] = {
     "nesterov": True,
     "weight_decay": 5e-4,
     "label_smoothing": 0.1,
+    "bn_batch": 0,  # images per BatchNorm statistic ("ghost" batch norm: the batch in chunks); 0: the batch
     "warmup_fraction": 0.2,  # share of the steps spent rising from 0 to lr
     "ema_decay": 0.0,  # per-step decay of an average of the weights handed over (0: the raw weights)
     "plain_final_epochs": 0,  # last epochs on the pipeline's flips and fixed steps only (no shifts, holes)
@@ -221,6 +224,14 @@ def train(
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     average = WeightAverage(model, float(hyp["ema_decay"])) if float(hyp.get("ema_decay", 0)) > 0 else None
     total_steps = int(hyp["epochs"]) * len(loader)
+    chunk = int(hyp.get("bn_batch", 0)) or int(hyp["batch_size"])
+
+    def loss_of(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if outputs_are_probabilities:
+            return F.nll_loss(torch.log(out.clamp_min(1e-12)), y)
+        # cross_entropy also suits log_softmax outputs: log_softmax is idempotent.
+        return F.cross_entropy(out, y, label_smoothing=float(hyp["label_smoothing"]))
+
     step = 0
     for epoch in range(1, int(hyp["epochs"]) + 1):
         if epoch == plain_from and plain_from > 1:
@@ -236,23 +247,26 @@ def train(
                 group["lr"] = base * factor
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                out = model(x)
-            out = out.float()
-            if outputs_are_probabilities:
-                loss = F.nll_loss(torch.log(out.clamp_min(1e-12)), y)
-            else:
-                # cross_entropy also suits log_softmax outputs: log_softmax is idempotent.
-                loss = F.cross_entropy(out, y, label_smoothing=float(hyp["label_smoothing"]))
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # One optimizer step per batch; the forward passes go in chunks of bn_batch images, so
+            # BatchNorm's statistics come from each chunk (gradients add up to the batch's mean).
+            outs, batch_loss = [], 0.0
+            for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                    out = model(xs)
+                out = out.float()
+                loss = loss_of(out, ys) * (len(ys) / len(y))
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch}")
+                loss.backward()
+                outs.append(out.detach())
+                batch_loss += loss.item()
+            out = torch.cat(outs)
             optimizer.step()
             if average is not None:
                 average.update(model)
             step += 1
-            loss_sum += loss.item() * len(y)
+            loss_sum += batch_loss * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             if progress is not None:

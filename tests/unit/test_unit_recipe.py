@@ -100,3 +100,57 @@ def test_the_last_epochs_train_on_the_plain_pipeline(monkeypatch):
     hyp["plain_final_epochs"] = 0
     list(recipe.train(tiny_model(), images, labels, student, hyp, torch.device("cpu")))
     assert (student.calls, plain.calls) == (96, 0)
+
+
+class BatchSizes(nn.Module):
+    """Records the size of every batch its forward sees (what a BatchNorm computes its statistics on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return x
+
+
+def test_bn_batch_splits_the_forward_passes_but_keeps_one_step_per_batch():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+    recorder = BatchSizes()
+    model = nn.Sequential(recorder, tiny_model())
+    hyp = dict(recipe.HYP, epochs=1, batch_size=16, workers=0, bn_batch=4)
+    (stats,) = recipe.train(model, images, labels, None, hyp, torch.device("cpu"))
+    assert recorder.sizes == [4] * 8 and stats.images == 32
+
+
+def test_bn_batch_without_batchnorm_gives_the_whole_batch_gradient():
+    """Chunked forward passes add up to the batch's mean loss: without BatchNorm, the same weights."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+
+    def trained(bn_batch: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        hyp = dict(recipe.HYP, epochs=2, batch_size=16, workers=0, bn_batch=bn_batch)
+        *_, last = recipe.train(model, images, labels, None, hyp, torch.device("cpu"))
+        return last.weights
+
+    whole, chunked = trained(0), trained(4)
+    assert whole.keys() == chunked.keys()
+    for k in whole:
+        assert torch.allclose(whole[k], chunked[k], atol=1e-5), k
+
+
+def test_bn_batch_changes_what_batchnorm_learns_from():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+    runs = []
+    for bn_batch in (0, 4):
+        hyp = dict(recipe.HYP, epochs=1, batch_size=16, workers=0, bn_batch=bn_batch)
+        (stats,) = recipe.train(tiny_model(), images, labels, None, hyp, torch.device("cpu"))
+        runs.append(stats.weights)
+    assert not torch.allclose(runs[0]["1.running_var"], runs[1]["1.running_var"])
