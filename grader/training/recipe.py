@@ -6,10 +6,10 @@ submission's ``grade.toml`` may change them within the rubric's caps.
 
 The recipe: SGD with Nesterov momentum, a linear warm-up then linear decay to zero over the
 planned epochs (one-cycle), label smoothing, weight decay on conv/linear weights only, batch
-norm left undecayed, channels_last, and bf16 autocast on CUDA. Measured options, off by default
-(benchmarks/results/ablations.md): an EMA of the weights, ghost batch norm (``bn_batch``), and
-plain final epochs. The data pipeline is the
+norm left undecayed, channels_last, and bf16 autocast on CUDA. The data pipeline is the
 student's own albumentations train transforms, applied in DataLoader worker processes.
+Measured options, off by default (benchmarks/results/ablations.md): an EMA of the weights,
+ghost batch norm (``bn_batch``), and plain final epochs.
 """
 
 from __future__ import annotations
