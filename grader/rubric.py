@@ -107,6 +107,9 @@ TRAINING_OVERRIDES = (
     "ema_decay",
     "plain_final_epochs",
 )
+# ...and those only a rubric may set: a submission that could choose its seed could try seeds until
+# its model passes.
+TRAINING_RUBRIC_ONLY = ("seed",)
 
 # What the built-in checks (and the training job) read from the rubric, with no default of their own:
 # the default rubric sets every one; a course's rubric may change them, never leave one out.
@@ -154,7 +157,13 @@ def _check_keys(override: dict, default: dict, path: Path | None) -> None:
                     continue  # a course rule defines its own keys
                 _known(spec, default["rules"][rule_id], RULE_KEYS, f"[rules.{rule_id}]", path)
         elif isinstance(value, dict):
-            also = {"checks"} if table == "course" else set(TRAINING_OVERRIDES) if table == "training" else set()
+            also = (
+                {"checks"}
+                if table == "course"
+                else set(TRAINING_OVERRIDES + TRAINING_RUBRIC_ONLY)
+                if table == "training"
+                else set()
+            )
             _known(value, default[table], also, f"[{table}]", path)
 
 

@@ -24,7 +24,7 @@ import torch
 from grader.boundary import TRAIN_OUTPUTS, UnsafeOutput, read_output
 from grader.failures import ErrorKind, Failure
 from grader.graph import GraphError
-from grader.rubric import TRAINING_OVERRIDES
+from grader.rubric import TRAINING_OVERRIDES, TRAINING_RUBRIC_ONLY
 from grader.sandbox import Limits, child_command, run_sandboxed
 from grader.sandbox.layers import describe as describe_layers
 from grader.submission import Submission
@@ -60,7 +60,7 @@ def resolve_hyp(rubric_training: dict, requested: dict | None, epochs: int | Non
     submission's requests within the rubric's caps."""
     hyp = dict(recipe.HYP)
     notes = []
-    for key in TUNABLE:
+    for key in TUNABLE + TRAINING_RUBRIC_ONLY:
         if key in rubric_training:
             hyp[key] = rubric_training[key]
     caps = {"epochs": int(rubric_training["max_epochs"]), "batch_size": int(rubric_training["max_batch_size"])}
@@ -68,6 +68,9 @@ def resolve_hyp(rubric_training: dict, requested: dict | None, epochs: int | Non
     if epochs is not None:
         wanted["epochs"] = epochs
     for key, value in wanted.items():
+        if key in TRAINING_RUBRIC_ONLY:
+            notes.append(f"training setting {key}={value!r} ignored: only the course's rubric sets the {key}")
+            continue
         if key not in TUNABLE or not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             notes.append(f"training setting {key}={value!r} ignored (allowed: {', '.join(TUNABLE)}, positive numbers)")
             continue

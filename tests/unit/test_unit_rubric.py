@@ -89,6 +89,19 @@ def test_a_rubric_or_grade_toml_overrides_a_hyperparameter_within_the_caps(tmp_p
     assert notes == ["epochs=50 is over the rubric's cap; 40 used"]
 
 
+def test_only_the_rubric_sets_the_seed(tmp_path: Path) -> None:
+    """A seed a submission could choose is a seed it could shop for until its model passes."""
+    from grader.training.job import resolve_hyp
+
+    path = tmp_path / "r.toml"
+    path.write_text("[training]\nseed = 3\n")
+    training = load_rubric(path)["training"]
+    assert resolve_hyp(training, None, None)[0]["seed"] == 3
+    hyp, notes = resolve_hyp(training, {"seed": 7, "lr": 0.1}, None)
+    assert (hyp["seed"], hyp["lr"]) == (3, 0.1)
+    assert notes == ["training setting seed=7 ignored: only the course's rubric sets the seed"]
+
+
 def test_a_misspelt_training_key_is_still_named(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     path.write_text("[training]\nweight_decy = 1e-3\n")
