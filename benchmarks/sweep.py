@@ -10,13 +10,14 @@ relative to the repository), `epochs` (default 10) and `training` (what the run'
 `grade DESIGN --train --data DIR --epochs N --rubric OUT/NAME/rubric.toml`, with the evidence-based
 retrain off so that one schedule is measured. Its training_log.json is kept as OUT/NAME.json; a run
 whose log is there already is not run again, so a sweep cut short (a lent machine taken back) goes
-on where it stopped. DIR is an image-folder tree DIR/{train,test}/<class>/*. Prints a Markdown table.
+on where it stopped; `--deadline S` starts no run after S seconds. DIR is an image-folder tree DIR/{train,test}/<class>/*. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -50,11 +51,13 @@ def rubric_text(training: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_one(run: dict, data: Path, out: Path, epochs: int | None) -> dict:
-    """Train one run unless its log is there; returns the log with the run's wall time."""
+def run_one(run: dict, data: Path, out: Path, epochs: int | None, deadline: float = math.inf) -> dict:
+    """Train one run unless its log is there or the deadline has passed; returns the log."""
     log_file = out / f"{run['name']}.json"
     if log_file.is_file():
         return json.loads(log_file.read_text())
+    if time.monotonic() > deadline:
+        return {"error": "not started: the sweep's deadline had passed", "epochs": []}
     work = out / run["name"]
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override every run's epochs (dry runs)")
     parser.add_argument("--limit", type=int, help="train on this many images only (dry runs)")
     parser.add_argument("--only", nargs="*", help="run these names only")
+    parser.add_argument("--deadline", type=float, help="start no run after this many seconds (runs under way finish)")
     args = parser.parse_args()
     runs = [r for r in load_sweep(args.sweep) if not args.only or r["name"] in args.only]
     data = args.data.resolve()
@@ -111,8 +115,9 @@ def main() -> None:
         data = subset(data, Path(tempfile.mkdtemp()) / "data", args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
+    deadline = time.monotonic() + args.deadline if args.deadline else math.inf
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        logs = list(pool.map(lambda r: run_one(r, data, out, args.epochs), runs))
+        logs = list(pool.map(lambda r: run_one(r, data, out, args.epochs, deadline), runs))
     print(f"machine: {os.cpu_count()} cores; {logs[0].get('device', '?') if logs else '?'}; the grader's recipe")
     print("| run | design | change from the default recipe | epochs | last epoch | best | to target | s / epoch |")
     print("|---|---|---|---|---|---|---|---|")
