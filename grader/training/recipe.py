@@ -37,6 +37,7 @@ HYP: dict[str, float | int | bool] = {
     "warmup_fraction": 0.2,  # share of the steps spent rising from 0 to lr
     "ema_decay": 0.0,  # per-step decay of an average of the weights handed over (0: the raw weights)
     "plain_final_epochs": 0,  # last epochs on the pipeline's flips and fixed steps only (no shifts, holes)
+    "bf16": True,  # bf16 autocast of the forward pass on CUDA (the CPU always runs fp32)
     "workers": 2,  # DataLoader worker processes running the student's transforms
     "seed": 0,
 }
@@ -117,6 +118,11 @@ def plain_pipeline(transform: Callable | None) -> Callable | None:
     from grader.augment_inspect import leaves
 
     return A.Compose([t for t in leaves(transform) if type(t).__name__ in PLAIN_STEPS])
+
+
+def uses_bf16(device: torch.device, hyp: dict) -> bool:
+    """bf16 autocast on CUDA unless the rubric turns it off; fp32 on any other device."""
+    return device.type == "cuda" and bool(hyp.get("bf16", True))
 
 
 def make_optimizer(model: nn.Module, hyp: dict) -> torch.optim.Optimizer:
@@ -203,6 +209,7 @@ def train(
     seed_everything(int(hyp["seed"]))
     seed_transform(transform, int(hyp["seed"]))  # used as is when there are no workers
     cuda = device.type == "cuda"
+    bf16 = uses_bf16(device, hyp)
 
     def make_loader(pipeline: Callable | None) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -252,7 +259,7 @@ def train(
             # BatchNorm's statistics come from each chunk (gradients add up to the batch's mean).
             outs, batch_loss = [], 0.0
             for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     out = model(xs)
                 out = out.float()
                 loss = loss_of(out, ys) * (len(ys) / len(y))

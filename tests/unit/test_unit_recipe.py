@@ -154,3 +154,9 @@ def test_bn_batch_changes_what_batchnorm_learns_from():
         (stats,) = recipe.train(tiny_model(), images, labels, None, hyp, torch.device("cpu"))
         runs.append(stats.weights)
     assert not torch.allclose(runs[0]["1.running_var"], runs[1]["1.running_var"])
+
+
+def test_bf16_autocast_only_on_cuda_and_only_when_the_rubric_keeps_it():
+    assert recipe.uses_bf16(torch.device("cuda"), recipe.HYP)
+    assert not recipe.uses_bf16(torch.device("cuda"), dict(recipe.HYP, bf16=False))
+    assert not recipe.uses_bf16(torch.device("cpu"), recipe.HYP)

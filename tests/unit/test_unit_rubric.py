@@ -100,6 +100,8 @@ def test_only_the_rubric_sets_the_seed(tmp_path: Path) -> None:
     hyp, notes = resolve_hyp(training, {"seed": 7, "lr": 0.1}, None)
     assert (hyp["seed"], hyp["lr"]) == (3, 0.1)
     assert notes == ["training setting seed=7 ignored: only the course's rubric sets the seed"]
+    path.write_text("[training]\nbf16 = false\n")
+    assert resolve_hyp(load_rubric(path)["training"], {"bf16": True}, None)[0]["bf16"] is False
 
 
 def test_a_misspelt_training_key_is_still_named(tmp_path: Path) -> None:
