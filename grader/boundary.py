@@ -30,6 +30,7 @@ TRAIN_OUTPUTS = {
     "progress.json": 64 * 1024,
     "epoch.json": 1 * MiB,
     "epoch.safetensors": 400 * MiB,
+    "state.safetensors": 1200 * MiB,  # weights, momentum buffers and an average: up to 3x the weights
 }
 
 

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", type=Path, help="evaluate this checkpoint (safetensors or a state_dict) instead of training"
     )
     data.add_argument("--epochs", type=int, help="planned epochs (within the rubric's cap)")
+    data.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="train from epoch 1 even where OUT/training_state holds an interrupted run of this submission "
+        "(by default grading again resumes it, with the figures an uninterrupted run gives)",
+    )
     data.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument(
         "--isolation",
@@ -328,6 +335,7 @@ def _grade(
         data_dir=args.data_dir,
         weights=args.weights,
         epochs=args.epochs,
+        resume=args.resume,
         isolation=args.isolation,
         accept_unsandboxed=args.accept_unsandboxed,
         device=args.device,

@@ -35,6 +35,7 @@ class ErrorKind(str, Enum):
     EXPORT_FAILED = "export_failed"  # the model was built but its aten graph was not exported
     TRAINING_FAILED = "training_failed"  # the training child raised while training
     DIVERGED = "diverged"  # training produced a non-finite loss (FloatingPointError)
+    RESUME_FAILED = "resume_failed"  # the state kept from an interrupted training run could not be loaded
     # What the probe found (or did not) in the submission.
     MODEL_NOT_FOUND = "model_not_found"  # no nn.Module subclass (or no code at all) to grade
     NOT_FOUND = "not_found"  # the named class is not in its file, or no train pipeline was found

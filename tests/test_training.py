@@ -239,3 +239,74 @@ def test_a_miss_the_students_log_contradicts_is_retrained_longer_within_the_ceil
     assert training["compute_s"] >= attempts[0]["wall_s"] + attempts[1]["wall_s"] - 0.2
     assert "2 schedules tried" in accuracy["message"]
     assert "Schedules tried" in (tmp_path / "out" / "report.html").read_text()
+
+
+def figures(results: dict) -> list[dict]:
+    epochs = results["facts"]["training"]["epochs"]
+    return [{k: e[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")} for e in epochs]
+
+
+def killed_after_first_epoch(args: list[str], out) -> None:
+    """A grading killed (SIGKILL, as a power cut would) once it has kept its first epoch."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader", *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            kept = list((out / "training_state").glob("*/epochs.json"))
+            if kept and len(json.loads(kept[0].read_text())["rows"]) >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the grading ended before it could be interrupted"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert kept, "no epoch was kept within 240 s"
+
+
+def test_an_interrupted_grading_resumes_to_the_figures_of_an_uninterrupted_one(data, tmp_path):
+    """Killed after epoch 1 of 3, graded again: epochs 2 and 3 run, and every figure is the one an
+    uninterrupted run gives; the kept state is gone once the results are written."""
+    args = [str(BASE), "--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=3)]
+    _, straight, out = run_grade(BASE, tmp_path / "straight", *args[1:])
+    assert len(figures(straight)) == 3, out[-1500:]
+
+    killed_after_first_epoch(args, tmp_path / "resumed")
+    _, resumed, out = run_grade(BASE, tmp_path / "resumed", *args[1:])
+    assert "resuming after epoch" in out, out[-1500:]
+    assert figures(resumed) == figures(straight)
+    assert resumed["facts"]["training"]["attempts"][0]["resumed_after_epoch"] >= 1
+    assert by_id(resumed)["accuracy"]["status"] == by_id(straight)["accuracy"]["status"] == "failed"
+    assert not (tmp_path / "resumed" / "training_state").exists()
+    assert "was resumed after epoch" in (tmp_path / "resumed" / "report.html").read_text()
+
+
+def test_a_corrupt_kept_state_is_a_typed_error_and_no_resume_trains_from_the_first_epoch(data, tmp_path):
+    """The child really starts from the kept state: a corrupt one fails the resumed grading with a
+    typed error (and is dropped); --no-resume ignores a kept run altogether."""
+    args = [str(BASE), "--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=3)]
+    killed_after_first_epoch(args, tmp_path / "out")
+    (state,) = (tmp_path / "out" / "training_state").glob("*/state_*.safetensors")
+    state.write_bytes(b"not a safetensors file")
+    _, results, out = run_grade(BASE, tmp_path / "out", *args[1:])
+    training = results["facts"]["training"]
+    assert training["error"]["type"] == "resume_failed", (training["error"], out[-1500:])
+    assert "saved training state" in training["error"]["message"]
+    assert by_id(results)["accuracy"]["status"] == "failed"
+    assert not (tmp_path / "out" / "training_state").exists()
+
+    killed_after_first_epoch(args, tmp_path / "out2")
+    _, results, out = run_grade(BASE, tmp_path / "out2", *args[1:], "--no-resume")
+    assert "resuming" not in out and len(figures(results)) == 3, out[-1500:]
+    assert results["facts"]["training"]["attempts"][0]["resumed_after_epoch"] is None

@@ -4,9 +4,12 @@ Untrusted side (runs inside the sandbox next to the student's code).
 
 It builds the student's model and train transforms (as the probe did), trains with the grader's
 recipe on the TRAIN split only (an .npy file the trusted side wrote; the test split is never here),
-and after every epoch writes ``epoch_NNN.safetensors`` (the state_dict) and ``epoch_NNN.json`` (train
-loss/accuracy, lr, seconds) atomically. ``progress.json`` is refreshed during the epoch. The trusted
-parent evaluates each epoch's weights itself and stops this process once the target is reached.
+and after every epoch writes ``epoch_NNN.safetensors`` (the state_dict), ``state_NNN.safetensors``
+(what a resumed run starts from) and ``epoch_NNN.json`` (train loss/accuracy, lr, seconds), each
+atomically, the JSON last. ``progress.json`` is refreshed during the epoch. The trusted parent
+evaluates each epoch's weights itself and stops this process once the target is reached. With
+``resume`` in the spec (a state the parent kept from an interrupted run) it continues after that
+state's epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.boundary import write_output
-from grader.failures import ErrorKind
+from grader.failures import ErrorKind, Failure
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -74,15 +77,33 @@ def main(spec_path: str) -> int:
             data = {"epoch": epoch, "seen": seen, "total": len(labels), "loss": loss, "acc": acc}
             _write_atomic(out / "progress.json", json.dumps(data).encode())
 
+    resume = None
+    if spec.get("resume"):
+        try:
+            resume = recipe.TrainState.from_bytes(Path(spec["resume"]["file"]).read_bytes())
+            if resume.epoch != int(spec["resume"]["epoch"]):
+                raise ValueError(f"it is of epoch {resume.epoch}, not {spec['resume']['epoch']}")
+        except Exception as exc:
+            return fail(Failure(ErrorKind.RESUME_FAILED, f"the saved training state: {exc}").to_dict())
     status["phase"] = "training"
     _write_atomic(out / "status.json", json.dumps(status).encode())
     try:
         for stats in recipe.train(
-            model, images, labels, pipeline, spec["hyp"], device, spec.get("outputs_are_probabilities", False), progress
+            model,
+            images,
+            labels,
+            pipeline,
+            spec["hyp"],
+            device,
+            spec.get("outputs_are_probabilities", False),
+            progress,
+            resume,
         ):
-            name = f"epoch_{stats.epoch:03d}"
-            _write_atomic(out / (name + ".safetensors"), save(stats.weights))
-            _write_atomic(out / (name + ".json"), json.dumps(stats.log_entry()).encode())
+            name = f"{stats.epoch:03d}"
+            _write_atomic(out / f"epoch_{name}.safetensors", save(stats.weights))
+            if stats.state is not None:
+                _write_atomic(out / f"state_{name}.safetensors", stats.state.to_bytes())
+            _write_atomic(out / f"epoch_{name}.json", json.dumps(stats.log_entry()).encode())
     except BaseException as exc:
         err = typed_error(exc, root, "training")
         if isinstance(exc, FloatingPointError):

@@ -11,8 +11,10 @@ its train loss/accuracy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +41,8 @@ from grader.training.evaluate import (
     preprocess,
 )
 from grader.training.plots import curves_png, misclassified_png
+from grader.training.resume import FOLDER as STATE_FOLDER
+from grader.training.resume import RunStore, run_key
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 if TYPE_CHECKING:
@@ -129,6 +133,10 @@ class TrainingJob:
         self.start = time.monotonic()
         self.reached: dict | None = None
         self.last_weights: bytes | None = None
+        self.predictions: np.ndarray | None = None  # of the last evaluated epoch
+        self.layers: dict = {}  # what protected the training child
+        self.store: RunStore | None = None  # where this schedule is kept for a resumed grading
+        self.resumed_after: int | None = None  # the epochs an interrupted grading had run
         self.console = _console()
         self.device = pick_device(opts.device)
 
@@ -175,10 +183,41 @@ class TrainingJob:
         }
         self.epochs.append(row)
         self.print_row(row)
+        self.keep(epoch, weights)
         if self.reached is None and result.acc >= self.target:
             self.reached = row
             return bool(self.opts.rubric["training"]["early_stop"])
         return False
+
+    # ---- resuming ------------------------------------------------------------------------------------
+    def keep(self, epoch: int, weights: bytes) -> None:
+        """Save the run as of this epoch: the rows, the weights and the child's state, by value."""
+        if self.store is None:
+            return
+        try:
+            state = read_output(self.out, f"state_{epoch:03d}.safetensors", TRAIN_OUTPUTS["state.safetensors"])
+        except (OSError, UnsafeOutput):
+            state = None  # this epoch cannot be resumed from; the rows and weights are kept all the same
+        try:
+            self.store.save(self.epochs, weights, state)
+        except OSError as exc:
+            self.say("train", f"could not keep the training state: {exc}")
+            self.store = None
+
+    def restore(self, rows: list[dict], weights: bytes | None, elapsed: float) -> None:
+        self.epochs = [dict(r) for r in rows]
+        self.last_weights = weights
+        self.reached = next((r for r in self.epochs if r["test_acc"] >= self.target), None)
+        self.start = time.monotonic() - elapsed
+        self.resumed_after = len(rows)
+
+    def predictions_of_last(self) -> np.ndarray | None:
+        """The last epoch's test predictions (evaluated again when the epoch was kept by a resumed run)."""
+        if self.predictions is None and self.last_weights is not None:
+            from safetensors.torch import load
+
+            self.predictions = self.evaluate_weights(load(self.last_weights)).predictions
+        return self.predictions
 
     # ---- terminal ------------------------------------------------------------------------------------
     def print_row(self, row: dict) -> None:
@@ -216,19 +255,19 @@ class TrainingJob:
             "reached_at": self.reached["epoch"] if self.reached else None,
             "wall_s": round(time.monotonic() - self.start, 1),
             "why": why,
+            "resumed_after_epoch": self.resumed_after,
         }
 
     def restart(self, epochs: int) -> None:
         """A fresh run of a longer schedule: same seed, same recipe, only the planned epochs change."""
         self.hyp = dict(self.hyp, epochs=epochs)
-        self.epochs, self.reached, self.error, self.last_weights = [], None, None, None
+        self.epochs, self.reached, self.error, self.last_weights, self.predictions = [], None, None, None, None
+        self.resumed_after = None
 
     # ---- the run ---------------------------------------------------------------------------------------
-    def train(self, train: Split, snapshot: Path) -> Any:
-        data_dir = Path(tempfile.mkdtemp(prefix="train-data-", dir=self.work))  # the TRAIN split only
-        np.save(data_dir / "train_images.npy", train.images)
-        np.save(data_dir / "train_labels.npy", train.labels)
-        self.out = Path(tempfile.mkdtemp(prefix="train-out-", dir=self.work))
+    def train(self, train: Split, snapshot: Path) -> None:
+        """Run the planned schedule in the sandboxed child; resume it where an interrupted grading
+        of the same submission and recipe left it (OUT/training_state)."""
         model = next(c for c in self.facts.probe["candidates"] if c.get("chosen"))
         spec_model = {
             "file": model.get("file") or self.disc.models[0].file,
@@ -237,9 +276,43 @@ class TrainingJob:
             "kwargs": model["kwargs"],
         }
         transforms = transforms_spec(self.disc.transforms) if self.disc.transforms is not None else None
-        copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
         cuda = self.device.type == "cuda"
         self.hyp["workers"] = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 1
+        index = self.disc.submission or Submission.scan(snapshot)
+        key = run_key(
+            # The files, and of the rubric only what shapes the model: its limits and target may change.
+            submission=index.content_hash({"course": self.opts.rubric["course"]}),
+            model=spec_model,
+            transforms=transforms,
+            hyp=self.hyp,
+            recipe=hashlib.sha256(Path(recipe.__file__).read_bytes()).hexdigest(),  # another recipe, another run
+            device=self.device.type,
+            data=_fingerprint(train.images, train.labels, self.test.labels),  # the data, wherever it lies
+        )
+        self.store = RunStore(self.opts.out_dir, key)
+        saved = self.store.load() if self.opts.resume else None
+        if saved is None and self.opts.resume and self.store.others() and not self.epochs:
+            self.console.print(
+                f"[yellow]not resumed[/yellow]: {self.opts.out_dir / STATE_FOLDER} holds a run of another submission, rubric or recipe; training from epoch 1"
+            )
+        early_stop = bool(self.opts.rubric["training"]["early_stop"])
+        if saved is not None and (
+            saved.complete or (early_stop and any(r["test_acc"] >= self.target for r in saved.rows))
+        ):
+            # This schedule had ended (or reached the target, killed before it stopped): no training.
+            self.restore(
+                saved.rows, saved.weights, float(saved.extra.get("wall_s", saved.rows[-1].get("elapsed", 0.0)))
+            )
+            self.error, self.layers = saved.extra.get("error"), saved.extra.get("layers") or {}
+            self.console.print(f"schedule of {self.hyp['epochs']} epochs: kept from an interrupted grading")
+            for row in self.epochs:
+                self.print_row(row)
+            return
+        data_dir = Path(tempfile.mkdtemp(prefix="train-data-", dir=self.work))  # the TRAIN split only
+        np.save(data_dir / "train_images.npy", train.images)
+        np.save(data_dir / "train_labels.npy", train.labels)
+        self.out = Path(tempfile.mkdtemp(prefix="train-out-", dir=self.work))
+        copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
         spec: dict[str, Any] = {
             "root": str(copy_root),
             "cwd": str(copy_root / self.disc.assignment_dir) if self.disc.assignment_dir else str(copy_root),
@@ -255,11 +328,22 @@ class TrainingJob:
             "sys_path": [p for p in self.disc.sys_path if p]
             + ([self.disc.assignment_dir] if self.disc.assignment_dir else []),
         }
+        self.start = time.monotonic()
+        watcher = _Watcher(self)
+        if saved is not None and saved.state_file is not None:
+            shutil.copyfile(saved.state_file, data_dir / "resume_state.safetensors")
+            spec["resume"] = {"file": str(data_dir / "resume_state.safetensors"), "epoch": len(saved.rows)}
+            self.restore(saved.rows, saved.weights, float(saved.rows[-1].get("elapsed", 0.0)))
+            watcher.seen = len(saved.rows)
+            self.console.print(
+                f"[green]resuming[/green] after epoch {len(saved.rows)} of {self.hyp['epochs']}, kept in "
+                f"{self.opts.out_dir / STATE_FOLDER} by an interrupted grading (--no-resume trains from epoch 1)"
+            )
+            for row in self.epochs:
+                self.print_row(row)
         spec_path = self.out / "spec.json"
         spec_path.write_text(json.dumps(spec))
         limits = self.opts.rubric["limits"]
-        self.start = time.monotonic()
-        watcher = _Watcher(self)
         child = run_sandboxed(
             child_command("train", spec_path),
             cwd=Path(spec["cwd"]),
@@ -288,7 +372,17 @@ class TrainingJob:
                 self.error = failure
             elif failure:
                 self.error = failure | {"message": failure["message"] + f" (after {len(self.epochs)} epochs)"}
-        return child
+        self.layers = child.layers
+        # The schedule is over (a run killed at the wall-clock limit stays resumable, the limit raised).
+        kind = (self.error or {}).get("type")
+        if self.store is not None and kind == ErrorKind.RESUME_FAILED.value:
+            self.store.discard()  # the next grading trains from epoch 1
+        elif self.store is not None and self.epochs and kind != ErrorKind.TIMEOUT.value:
+            extra = {"error": self.error, "layers": self.layers, "wall_s": round(time.monotonic() - self.start, 1)}
+            try:
+                self.store.save(self.epochs, self.last_weights, None, complete=True, extra=extra)
+            except OSError:
+                pass
 
 
 def student_log_claim(snapshot: Path, disc: Any) -> ChosenLog | None:
@@ -322,6 +416,13 @@ def longer_schedule(job: TrainingJob, rubric_training: dict, claim: ChosenLog | 
     if epochs < wanted:
         why += f" (the rubric's ceiling is {ceiling})"
     return epochs, why
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).data)  # the buffer itself, no copy
+    return h.hexdigest()
 
 
 def _read_json(folder: Path, name: str) -> dict:
@@ -394,7 +495,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
             f"[yellow]training on the CPU[/yellow]: about {minutes:.1f} minutes per epoch for a 200k-parameter model on 2 cores; up to {job.hyp['epochs']} epochs"
         )
     say("train", f"{len(train)} training images, up to {job.hyp['epochs']} epochs on {job.device}")
-    child = job.train(train, submission)
+    job.train(train, submission)
     attempts = [job.attempt("the planned schedule")]
     # An explicit --epochs is the schedule the TA asked for: no second one.
     claim = student_log_claim(submission, disc) if opts.epochs is None else None
@@ -406,12 +507,12 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         )
         say("train", f"retraining with a {epochs}-epoch schedule ({why})")
         job.restart(epochs)
-        child = job.train(train, submission)
+        job.train(train, submission)
         attempts.append(job.attempt(why))
     result["attempts"] = attempts
     result["compute_s"] = round(sum(a["wall_s"] for a in attempts), 1)
     result["hyp"] = job.hyp
-    result["sandbox"] = child.layers | {"summary": describe_layers(child.layers)}
+    result["sandbox"] = job.layers | {"summary": describe_layers(job.layers)}
     result["epochs"] = job.epochs
     result["epochs_run"] = len(job.epochs)
     result["error"] = job.error
@@ -426,7 +527,9 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
             result["epochs_to_target"] = job.reached["epoch"]
             result["seconds_to_target"] = job.reached["elapsed"]
         result["curves_png"] = curves_png(job.epochs, job.target)
-        result["misclassified_png"] = misclassified_png(test.images, test.labels, job.predictions, test.classes)
+        predictions = job.predictions_of_last()
+        if predictions is not None:
+            result["misclassified_png"] = misclassified_png(test.images, test.labels, predictions, test.classes)
         if job.last_weights is not None:
             opts.out_dir.mkdir(parents=True, exist_ok=True)
             (opts.out_dir / "trained.safetensors").write_bytes(job.last_weights)
@@ -434,4 +537,6 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         (opts.out_dir / "training_log.json").write_text(
             json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1)
         )
+    if job.store is not None:
+        job.store.clear_all()  # the results are written: nothing is left to resume
     return result

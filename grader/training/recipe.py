@@ -76,8 +76,17 @@ def seed_transform(transform: Callable | None, seed: int) -> None:
         setter(seed % 2**32)
 
 
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of one epoch's stream (0: the training process, 1 + i: data worker i).
+
+    Every epoch starts from generators that depend on (seed, epoch) alone, not on the epochs before
+    it, so a run resumed at epoch k gives the figures of a run that never stopped.
+    """
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
 def _seed_worker(worker_id: int) -> None:
-    # Each worker's seed is the loader generator's base seed + its id: fixed by hyp["seed"].
+    # What the student's module draws when the worker starts is fixed too; each epoch then reseeds.
     info = torch.utils.data.get_worker_info()
     # Only ever the worker_init_fn of train()'s DataLoader: it runs in a worker, over AugmentedImages.
     assert info is not None and isinstance(info.dataset, AugmentedImages)
@@ -85,16 +94,45 @@ def _seed_worker(worker_id: int) -> None:
     seed_transform(info.dataset.transform, info.seed)
 
 
-class AugmentedImages(torch.utils.data.Dataset):
-    """uint8 HWC images through an albumentations-style callable ``transform(image=...)``."""
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffle drawn from (seed, epoch); yields (epoch, index) so that the workers know the epoch."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None):
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        for i in torch.randperm(self.n, generator=generator).tolist():
+            yield self.epoch, i
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """uint8 HWC images through an albumentations-style callable ``transform(image=...)``.
+
+    Indexed by (epoch, index): at the first image of an epoch a worker (or the training process,
+    without workers) reseeds every generator the transforms may draw from with ``epoch_seed``, so
+    the augmentations of an epoch do not depend on the epochs before it (persistent workers keep
+    their generators from one epoch to the next otherwise).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None, seed: int = 0):
+        self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
+        self.seeded_epoch = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, i = key
+        if epoch != self.seeded_epoch:
+            info = torch.utils.data.get_worker_info()
+            stream = 1 + (info.id if info is not None else 0)
+            seed_everything(epoch_seed(self.seed, epoch, stream))
+            seed_transform(self.transform, epoch_seed(self.seed, epoch, stream))
+            self.seeded_epoch = epoch
         image = self.images[i]
         if self.transform is not None:
             image = self.transform(image=image)["image"]
@@ -178,6 +216,73 @@ def weights_to_hand_over(model: nn.Module, average: WeightAverage | None) -> dic
 
 
 @dataclass
+class TrainState:
+    """What a run carries from one epoch to the next: enough to resume it after ``epoch``.
+
+    The model's tensors, the optimizer's (momentum buffers) and the weight average's; the data
+    order and every generator are a function of (seed, epoch) and need no saving (``epoch_seed``).
+    """
+
+    epoch: int  # epochs done
+    step: int  # optimizer steps done
+    tensors: dict[str, torch.Tensor] = field(repr=False)  # "model/KEY", "optimizer/I/NAME", "average/KEY"
+    average_updates: int = 0
+
+    @classmethod
+    def capture(
+        cls, epoch: int, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, average: WeightAverage | None
+    ) -> TrainState:
+        def cpu(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu").contiguous().clone()
+
+        tensors = {f"model/{k}": cpu(v) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        for index, entry in optimizer.state_dict()["state"].items():
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer/{index}/{name}"] = cpu(value)
+        if average is not None:
+            tensors.update({f"average/{k}": cpu(v) for k, v in average.state.items()})
+        return cls(epoch, step, tensors, average.updates if average is not None else 0)
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, average: WeightAverage | None) -> None:
+        """Load the state into a model and optimizer built as the run built them."""
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+        saved = part("model/")
+        current = model.state_dict()
+        if set(saved) != {k for k, v in current.items() if isinstance(v, torch.Tensor)}:
+            raise ValueError("the saved training state is of another model")
+        model.load_state_dict({**current, **saved})  # non-tensor extra state stays as built
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in part("optimizer/").items():
+            index, name = key.split("/", 1)
+            state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict(dict(optimizer.state_dict(), state=state))
+        if average is not None:
+            for key, value in part("average/").items():
+                if key in average.state:
+                    average.state[key].copy_(value)
+            average.updates = self.average_updates
+
+    def to_bytes(self) -> bytes:
+        """safetensors: tensors only, the counters as 0-d tensors (nothing that unpickles)."""
+        from safetensors.torch import save
+
+        counters = {"epoch": self.epoch, "step": self.step, "average_updates": self.average_updates}
+        return save(self.tensors | {f"meta/{k}": torch.tensor(v, dtype=torch.int64) for k, v in counters.items()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrainState:
+        from safetensors.torch import load
+
+        tensors = load(data)
+        meta = {k[5:]: int(tensors.pop(k)) for k in [k for k in tensors if k.startswith("meta/")]}
+        return cls(meta["epoch"], meta["step"], tensors, meta.get("average_updates", 0))
+
+
+@dataclass
 class EpochStats:
     epoch: int
     train_loss: float
@@ -186,9 +291,10 @@ class EpochStats:
     seconds: float
     images: int
     weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # what is handed over
+    state: TrainState | None = field(default=None, repr=False)  # what a resumed run starts from
 
     def log_entry(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "weights"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("weights", "state")}
 
 
 def train(
@@ -200,36 +306,44 @@ def train(
     device: torch.device,
     outputs_are_probabilities: bool = False,
     progress: Callable[[int, int, float, float], None] | None = None,
+    resume: TrainState | None = None,
 ) -> Iterator[EpochStats]:
     """Train ``model`` in place; yield after every epoch so the caller can hand the weights over.
 
     The caller stops iterating to stop training (early stop once the trusted side has seen the
     target). ``outputs_are_probabilities``: the model ends in softmax, so the loss takes their log.
+    ``resume``: the state after an epoch of an earlier run of the same model, data and hyp; the
+    epochs after it give the figures that run would have given.
     """
-    seed_everything(int(hyp["seed"]))
-    seed_transform(transform, int(hyp["seed"]))  # used as is when there are no workers
+    seed = int(hyp["seed"])
+    seed_everything(seed)
     cuda = device.type == "cuda"
     bf16 = uses_bf16(device, hyp)
+    sampler = EpochSampler(len(labels), seed)
 
     def make_loader(pipeline: Callable | None) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            AugmentedImages(images, labels, pipeline),
+            AugmentedImages(images, labels, pipeline, seed),
             batch_size=int(hyp["batch_size"]),
-            shuffle=True,
+            sampler=sampler,
             drop_last=len(labels) > int(hyp["batch_size"]),
             num_workers=int(hyp["workers"]),
             pin_memory=cuda,
             persistent_workers=int(hyp["workers"]) > 0,
-            generator=torch.Generator().manual_seed(int(hyp["seed"])),
+            generator=torch.Generator().manual_seed(seed),
             worker_init_fn=_seed_worker,
         )
 
-    plain_from = int(hyp["epochs"]) - int(hyp.get("plain_final_epochs", 0)) + 1  # first epoch on plain_pipeline
-    loader = make_loader(transform if plain_from > 1 else plain_pipeline(transform))
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, hyp)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     average = WeightAverage(model, float(hyp["ema_decay"])) if float(hyp.get("ema_decay", 0)) > 0 else None
+    step, first = 0, 1
+    if resume is not None:
+        resume.restore(model, optimizer, average)
+        step, first = resume.step, resume.epoch + 1
+    plain_from = int(hyp["epochs"]) - int(hyp.get("plain_final_epochs", 0)) + 1  # first epoch on plain_pipeline
+    loader = make_loader(transform if first < plain_from else plain_pipeline(transform))
     total_steps = int(hyp["epochs"]) * len(loader)
     chunk = int(hyp.get("bn_batch", 0)) or int(hyp["batch_size"])
 
@@ -239,12 +353,11 @@ def train(
         # cross_entropy also suits log_softmax outputs: log_softmax is idempotent.
         return F.cross_entropy(out, y, label_smoothing=float(hyp["label_smoothing"]))
 
-    step = 0
-    for epoch in range(1, int(hyp["epochs"]) + 1):
-        if epoch == plain_from and plain_from > 1:
-            plain = plain_pipeline(transform)
-            seed_transform(plain, int(hyp["seed"]) + epoch)
-            loader = make_loader(plain)  # the old loader's workers end with it
+    for epoch in range(first, int(hyp["epochs"]) + 1):
+        if epoch == plain_from and first < plain_from:
+            loader = make_loader(plain_pipeline(transform))  # the old loader's workers end with it
+        sampler.epoch = epoch
+        seed_everything(epoch_seed(seed, epoch))  # dropout and whatever the model draws
         model.train()
         start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -286,4 +399,5 @@ def train(
             seconds=time.perf_counter() - start,
             images=seen,
             weights=weights_to_hand_over(model, average),
+            state=TrainState.capture(epoch, step, model, optimizer, average),
         )

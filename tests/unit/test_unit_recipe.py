@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -160,3 +161,50 @@ def test_bf16_autocast_only_on_cuda_and_only_when_the_rubric_keeps_it():
     assert recipe.uses_bf16(torch.device("cuda"), recipe.HYP)
     assert not recipe.uses_bf16(torch.device("cuda"), dict(recipe.HYP, bf16=False))
     assert not recipe.uses_bf16(torch.device("cpu"), recipe.HYP)
+
+
+def dropout_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.3),  # draws from the training process's generator
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 10),
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_run_resumed_after_an_epoch_gives_the_figures_of_one_that_never_stopped(workers):
+    """Data order, augmentations, dropout, momentum and the average all carry over exactly."""
+    import albumentations as A
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 255, (64, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64)
+
+    def pipeline() -> A.Compose:
+        return A.Compose([A.HorizontalFlip(p=0.5), A.CoarseDropout(num_holes_range=(1, 1), p=0.5)])
+
+    hyp = dict(recipe.HYP, epochs=3, batch_size=16, workers=workers, ema_decay=0.9)
+    straight = list(recipe.train(dropout_model(), images, labels, pipeline(), hyp, torch.device("cpu")))
+    first = next(recipe.train(dropout_model(), images, labels, pipeline(), hyp, torch.device("cpu")))
+    assert first.state is not None and first.state.epoch == 1
+    saved = recipe.TrainState.from_bytes(first.state.to_bytes())  # through the file format
+    resumed = list(recipe.train(dropout_model(), images, labels, pipeline(), hyp, torch.device("cpu"), resume=saved))
+    assert [s.epoch for s in resumed] == [2, 3]
+    for a, b in zip(straight[1:], resumed, strict=True):
+        assert (a.train_loss, a.train_acc, a.lr) == (b.train_loss, b.train_acc, b.lr)
+        assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+
+
+def test_a_state_of_another_model_is_refused():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+    hyp = dict(recipe.HYP, epochs=2, batch_size=16, workers=0)
+    first = next(recipe.train(tiny_model(), images, labels, None, hyp, torch.device("cpu")))
+    with pytest.raises(ValueError, match="another model"):
+        next(recipe.train(dropout_model(), images, labels, None, hyp, torch.device("cpu"), resume=first.state))
