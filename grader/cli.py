@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train from epoch 1 even where OUT/training_state holds an interrupted run of this submission "
         "(by default grading again resumes it, with the figures an uninterrupted run gives)",
     )
+    data.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep an interrupted training's state here instead of OUT/training_state (grade batch gives each student one)",
+    )
     data.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument(
         "--isolation",
@@ -336,6 +342,7 @@ def _grade(
         weights=args.weights,
         epochs=args.epochs,
         resume=args.resume,
+        state_dir=args.state_dir,
         isolation=args.isolation,
         accept_unsandboxed=args.accept_unsandboxed,
         device=args.device,

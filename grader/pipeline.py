@@ -50,6 +50,7 @@ class GradeOptions:
     accept_unsandboxed: bool = False  # decide accuracy even where no filesystem sandbox works
     device: str | None = None
     resume: bool = True  # continue an interrupted training run kept in out_dir (training/resume.py)
+    state_dir: Path | None = None  # where that run is kept (default out_dir/training_state)
     extra_check_dirs: list[Path] = field(default_factory=list)
     progress: Any = None  # callable(stage: str, detail: str) for the terminal
 

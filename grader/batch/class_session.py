@@ -233,7 +233,10 @@ class Batch:
         )
         if not self.opts.train:
             return self.engine.run(base)
-        train = dataclasses.replace(base, train=True, timeout_s=self.opts.train_timeout_s)
+        # A batch killed mid-training (or a student's grading killed at --train-timeout, then --force)
+        # resumes that training where it stopped: the grader keeps its state here until it has results.
+        state_dir = self.store.training_state(entry.student)
+        train = dataclasses.replace(base, train=True, timeout_s=self.opts.train_timeout_s, state_dir=state_dir)
         if not self.engine.gpu_slots:
             return self.engine.run(train)
         probe = self.engine.run(base)

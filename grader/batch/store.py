@@ -106,6 +106,13 @@ class Store:
         """Drop the student's sources once graded (clones can be large)."""
         shutil.rmtree(self.work / student, ignore_errors=True)
 
+    def training_state(self, student: str) -> Path:
+        """Where the student's grader keeps an interrupted training, removed once it has results.
+
+        Not under .work, which ``recover`` empties after a crash: a batch killed mid-training resumes it.
+        """
+        return self.root / ".training_state" / student
+
     @property
     def units(self) -> Path:
         """Where grading processes write before the commit (a student name never starts with a dot)."""

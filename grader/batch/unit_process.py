@@ -50,11 +50,14 @@ class Unit:
     grade_args: list[str] = field(default_factory=list)  # --rubric, --isolation, --data, ...
     hide: list[str] = field(default_factory=list)  # folders the student's code must not read
     launch: str = "fork"  # "fork": from the preloaded fork server; "exec": a fresh `python -m grader`
+    state_dir: Path | None = None  # the student's interrupted training, kept across batch runs
 
     def command(self, out: Path) -> list[str]:
         mode = (
             ["--train", "--device", "cuda"] if self.train and self.gpu else ["--train" if self.train else "--no-train"]
         )
+        if self.train and self.state_dir is not None:
+            mode += ["--state-dir", str(self.state_dir)]
         return [sys.executable, "-m", "grader", str(self.source), "--out", str(out), "--quiet", *mode, *self.grade_args]
 
 

@@ -289,11 +289,11 @@ class TrainingJob:
             device=self.device.type,
             data=_fingerprint(train.images, train.labels, self.test.labels),  # the data, wherever it lies
         )
-        self.store = RunStore(self.opts.out_dir, key)
+        self.store = RunStore(self.opts.state_dir or self.opts.out_dir / STATE_FOLDER, key)
         saved = self.store.load() if self.opts.resume else None
         if saved is None and self.opts.resume and self.store.others() and not self.epochs:
             self.console.print(
-                f"[yellow]not resumed[/yellow]: {self.opts.out_dir / STATE_FOLDER} holds a run of another submission, rubric or recipe; training from epoch 1"
+                f"[yellow]not resumed[/yellow]: {self.store.root} holds a run of another submission, rubric or recipe; training from epoch 1"
             )
         early_stop = bool(self.opts.rubric["training"]["early_stop"])
         if saved is not None and (
@@ -337,7 +337,7 @@ class TrainingJob:
             watcher.seen = len(saved.rows)
             self.console.print(
                 f"[green]resuming[/green] after epoch {len(saved.rows)} of {self.hyp['epochs']}, kept in "
-                f"{self.opts.out_dir / STATE_FOLDER} by an interrupted grading (--no-resume trains from epoch 1)"
+                f"{self.store.root} by an interrupted grading (--no-resume trains from epoch 1)"
             )
             for row in self.epochs:
                 self.print_row(row)

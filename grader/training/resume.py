@@ -1,6 +1,7 @@
 """An interrupted training run kept on disk, so that grading the same submission again resumes it.
 
-Trusted side. After every epoch the trusted job keeps, in ``OUT/training_state/<key>/``: its own
+Trusted side. After every epoch the trusted job keeps, in ``OUT/training_state/<key>/`` (or
+``--state-dir``; ``grade batch`` gives each student one): its own
 rows (the trusted evaluation's figures), the handed-over weights of the last epoch, and the
 child's training state (``recipe.TrainState``: copied by value, never parsed here; only a later
 training child loads it). ``epochs.json`` is written last and names the state file it goes with,
@@ -43,10 +44,10 @@ class SavedRun:
 
 
 class RunStore:
-    """The saved runs under ``out_dir/training_state``, one folder per key."""
+    """The saved runs under ``root`` (``OUT/training_state``, or ``--state-dir``), one folder per key."""
 
-    def __init__(self, out_dir: Path, key: str):
-        self.root = out_dir / FOLDER
+    def __init__(self, root: Path, key: str):
+        self.root = root
         self.folder = self.root / key
 
     def load(self) -> SavedRun | None:

@@ -63,8 +63,11 @@ def test_unit_command_and_environment() -> None:
     assert train.command(Path("/o"))[-3:] == ["--train", "--device", "cuda"]
     env = _env(train)
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "2" and env["S6_GRADER_HIDE"] == "/class"
-    probe = Unit("s", Path("/sub"))
+    probe = Unit("s", Path("/sub"), state_dir=Path("/state"))
     assert "--no-train" in probe.command(Path("/o")) and _env(probe)["CUDA_VISIBLE_DEVICES"] == ""
+    assert "--state-dir" not in probe.command(Path("/o"))  # nothing to keep without training
+    kept = Unit("s", Path("/sub"), train=True, state_dir=Path("/state/s")).command(Path("/o"))
+    assert kept[kept.index("--state-dir") + 1] == "/state/s"
 
 
 class FakeEngine:
@@ -76,9 +79,11 @@ class FakeEngine:
         self.gpu_slots = gpu_slots
         self.probe_error, self.train_error = probe_error, train_error
         self.ran: list[bool] = []
+        self.state_dirs: list[Path | None] = []
 
     def run(self, unit: Unit) -> UnitOutput:
         self.ran.append(unit.train)
+        self.state_dirs.append(unit.state_dir)
         if unit.train and self.train_error:
             return UnitOutput({}, -9, 1.0, "killed", dict(self.train_error))
         checks = [
@@ -139,6 +144,14 @@ def test_probe_then_train(
     store.root.mkdir()
     outcome = batch.grade_student(Entry("ann", "folder", str(sub)))
     assert engine.ran == ran
+    # Only the training gets a folder for its state, one of the student's own that survives a crash.
+    assert [d for d, train in zip(engine.state_dirs, ran, strict=True) if train] == [
+        store.root / ".training_state" / "ann"
+    ] * sum(ran)
+    kept = store.training_state("ann")
+    kept.mkdir(parents=True)
+    store.recover()  # what a batch run does first after a crash: the kept training survives it
+    assert kept.is_dir()
     results = store.results("ann")
     assert next(c for c in results["checks"] if c["id"] == "accuracy")["status"] == accuracy
     assert (results["error"] or {}).get("type", "") == error_type == outcome.error_type

@@ -14,16 +14,19 @@ def row(epoch: int) -> dict:
 def test_a_run_is_found_under_its_own_key_only(tmp_path):
     a, b = run_key(hyp={"seed": 0}), run_key(hyp={"seed": 1})
     assert a != b and a == run_key(hyp={"seed": 0})
-    RunStore(tmp_path, a).save([row(1)], b"w1", b"s1")
-    saved = RunStore(tmp_path, a).load()
+    RunStore(tmp_path / "training_state", a).save([row(1)], b"w1", b"s1")
+    saved = RunStore(tmp_path / "training_state", a).load()
     assert saved is not None and saved.rows == [row(1)] and saved.weights == b"w1" and not saved.complete
     assert saved.state_file is not None and saved.state_file.read_bytes() == b"s1"
-    assert RunStore(tmp_path, b).load() is None
-    assert RunStore(tmp_path, b).others() == [a] and RunStore(tmp_path, a).others() == []
+    assert RunStore(tmp_path / "training_state", b).load() is None
+    assert (
+        RunStore(tmp_path / "training_state", b).others() == [a]
+        and RunStore(tmp_path / "training_state", a).others() == []
+    )
 
 
 def test_each_epoch_replaces_the_last_and_a_complete_schedule_keeps_no_state(tmp_path):
-    store = RunStore(tmp_path, "k")
+    store = RunStore(tmp_path / "training_state", "k")
     store.save([row(1)], b"w1", b"s1")
     store.save([row(1), row(2)], b"w2", b"s2")
     assert sorted(p.name for p in store.folder.iterdir()) == [
@@ -38,7 +41,7 @@ def test_each_epoch_replaces_the_last_and_a_complete_schedule_keeps_no_state(tmp
 
 
 def test_a_run_killed_between_two_writes_is_read_as_its_last_whole_epoch(tmp_path):
-    store = RunStore(tmp_path, "k")
+    store = RunStore(tmp_path / "training_state", "k")
     store.save([row(1)], b"w1", b"s1")
     (store.folder / "state_002.safetensors").write_bytes(b"s2")  # epoch 2's state, epochs.json not yet
     saved = store.load()
@@ -47,7 +50,7 @@ def test_a_run_killed_between_two_writes_is_read_as_its_last_whole_epoch(tmp_pat
 
 
 def test_unreadable_or_empty_records_are_no_run(tmp_path):
-    store = RunStore(tmp_path, "k")
+    store = RunStore(tmp_path / "training_state", "k")
     assert store.load() is None
     store.folder.mkdir(parents=True)
     (store.folder / "epochs.json").write_text("{not json")
@@ -59,9 +62,12 @@ def test_unreadable_or_empty_records_are_no_run(tmp_path):
 
 
 def test_discard_and_clear(tmp_path):
-    RunStore(tmp_path, "a").save([row(1)], b"w", b"s")
-    RunStore(tmp_path, "b").save([row(1)], b"w", b"s")
-    RunStore(tmp_path, "a").discard()
-    assert RunStore(tmp_path, "a").load() is None and RunStore(tmp_path, "b").load() is not None
-    RunStore(tmp_path, "b").clear_all()
+    RunStore(tmp_path / "training_state", "a").save([row(1)], b"w", b"s")
+    RunStore(tmp_path / "training_state", "b").save([row(1)], b"w", b"s")
+    RunStore(tmp_path / "training_state", "a").discard()
+    assert (
+        RunStore(tmp_path / "training_state", "a").load() is None
+        and RunStore(tmp_path / "training_state", "b").load() is not None
+    )
+    RunStore(tmp_path / "training_state", "b").clear_all()
     assert not (tmp_path / "training_state").exists()
