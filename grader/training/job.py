@@ -537,6 +537,8 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         (opts.out_dir / "training_log.json").write_text(
             json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1)
         )
-    if job.store is not None:
+    if job.store is not None and (job.error or {}).get("type") != ErrorKind.TIMEOUT.value:
         job.store.clear_all()  # the results are written: nothing is left to resume
+    elif job.store is not None:  # stopped by the wall-clock limit: the next grading goes on from here
+        job.console.print(f"the training state is kept in {job.store.root}: grading again resumes it")
     return result
