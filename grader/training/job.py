@@ -137,6 +137,7 @@ class TrainingJob:
         self.layers: dict = {}  # what protected the training child
         self.store: RunStore | None = None  # where this schedule is kept for a resumed grading
         self.resumed_after: int | None = None  # the epochs an interrupted grading had run
+        self.schedules = 0  # schedules started (a longer one may follow the planned one)
         self.console = _console()
         self.device = pick_device(opts.device)
 
@@ -192,12 +193,17 @@ class TrainingJob:
     # ---- resuming ------------------------------------------------------------------------------------
     def keep(self, epoch: int, weights: bytes) -> None:
         """Save the run as of this epoch: the rows, the weights and the child's state, by value."""
+        state = None
+        # Weights, momentum and an average are about 3x the weights: a state far larger is not read.
+        cap = min(TRAIN_OUTPUTS["state.safetensors"], 3 * len(weights) + (1 << 20))
+        try:
+            state = read_output(self.out, f"state_{epoch:03d}.safetensors", cap) if self.store else None
+        except (OSError, UnsafeOutput):
+            pass  # this epoch cannot be resumed from; the rows and weights are kept all the same
+        for name in (f"epoch_{epoch:03d}.safetensors", f"state_{epoch:03d}.safetensors"):
+            (self.out / name).unlink(missing_ok=True)  # read: a long run does not fill the disk with them
         if self.store is None:
             return
-        try:
-            state = read_output(self.out, f"state_{epoch:03d}.safetensors", TRAIN_OUTPUTS["state.safetensors"])
-        except (OSError, UnsafeOutput):
-            state = None  # this epoch cannot be resumed from; the rows and weights are kept all the same
         try:
             self.store.save(self.epochs, weights, state)
         except OSError as exc:
@@ -291,7 +297,8 @@ class TrainingJob:
         )
         self.store = RunStore(self.opts.state_dir or self.opts.out_dir / STATE_FOLDER, key)
         saved = self.store.load() if self.opts.resume else None
-        if saved is None and self.opts.resume and self.store.others() and not self.epochs:
+        self.schedules += 1
+        if saved is None and self.opts.resume and self.schedules == 1 and self.store.others():
             self.console.print(
                 f"[yellow]not resumed[/yellow]: {self.store.root} holds a run of another submission, rubric or recipe; training from epoch 1"
             )

@@ -247,7 +247,8 @@ _argv = open("/proc/self/cmdline", "rb").read().decode().split("\\0")  # the chi
 _spec = json.load(open(_argv[-2])) if _argv[-2].endswith(".json") else {{}}
 _out = _spec.get("out")
 _NAMES = ["probe.json", "graph.json", "weights.safetensors", "summary.txt", "augmented.npy", "status.json",
-          "progress.json"] + [f"epoch_{{i:03d}}.{{ext}}" for i in range(1, 4) for ext in ("json", "safetensors")]
+          "progress.json"] + [f"{{kind}}_{{i:03d}}.{{ext}}" for i in range(1, 4)
+          for kind, ext in (("epoch", "json"), ("epoch", "safetensors"), ("state", "safetensors"))]
 
 def _plant(name):
     # The link is made beside the output and renamed over it: the output is never absent, so what the
