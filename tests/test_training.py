@@ -246,8 +246,8 @@ def figures(results: dict) -> list[dict]:
     return [{k: e[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")} for e in epochs]
 
 
-def killed_after_first_epoch(args: list[str], out) -> None:
-    """A grading killed (SIGKILL, as a power cut would) once it has kept its first epoch."""
+def killed_after_first_epoch(args: list[str], out, schedules: int = 1) -> None:
+    """A grading killed (SIGKILL, as a power cut would) once the given schedule has kept its first epoch."""
     import json
     import os
     import signal
@@ -264,8 +264,8 @@ def killed_after_first_epoch(args: list[str], out) -> None:
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            kept = list((out / "training_state").glob("*/epochs.json"))
-            if kept and len(json.loads(kept[0].read_text())["rows"]) >= 1:
+            kept = [json.loads(f.read_text()) for f in (out / "training_state").glob("*/epochs.json")]
+            if len(kept) >= schedules and all(len(k["rows"]) >= 1 for k in kept):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the grading ended before it could be interrupted"
@@ -340,3 +340,20 @@ def test_a_training_stopped_by_the_wall_clock_limit_resumes_when_graded_again(da
     assert training["attempts"][0]["resumed_after_epoch"] == 1
     assert training["epochs_run"] == 2 and training["error"]["type"] == "timeout"  # epoch 2 done, 3 hung
     assert training["epochs"][0] == first["facts"]["training"]["epochs"][0]
+
+
+def test_an_interrupted_longer_schedule_keeps_the_planned_one_and_resumes(data, tmp_path):
+    """Killed in the second (longer) schedule: grading again takes the first as it ended, without
+    training it, and resumes the second after its kept epoch."""
+    path = tmp_path / "rubric.toml"
+    path.write_text(EVIDENCE_RUBRIC.format(ceiling=3))
+    sub = blind_with_a_late_log(tmp_path)
+    killed_after_first_epoch([str(sub), "--train", "--data", str(data), "--rubric", str(path)], tmp_path / "out", 2)
+    code, results, out = run_grade(sub, tmp_path / "out", "--train", "--data", str(data), "--rubric", str(path))
+    training = results["facts"]["training"]
+    attempts = training["attempts"]
+    assert "schedule of 2 epochs: kept from an interrupted grading" in out, out[-2000:]
+    assert [a["epochs_planned"] for a in attempts] == [2, 3] and [a["epochs_run"] for a in attempts] == [2, 3]
+    assert attempts[0]["resumed_after_epoch"] == 2 and attempts[1]["resumed_after_epoch"] >= 1
+    assert by_id(results)["accuracy"]["status"] == "failed" and code == 1
+    assert not (tmp_path / "out" / "training_state").exists()
