@@ -285,6 +285,7 @@ def test_an_interrupted_grading_resumes_to_the_figures_of_an_uninterrupted_one(d
     killed_after_first_epoch(args, tmp_path / "resumed")
     _, resumed, out = run_grade(BASE, tmp_path / "resumed", *args[1:])
     assert "resuming after epoch" in out, out[-1500:]
+    assert out.index("resuming after epoch") < out.index(" epoch  train loss") < out.index("     1  ")
     assert figures(resumed) == figures(straight)
     assert resumed["facts"]["training"]["attempts"][0]["resumed_after_epoch"] >= 1
     assert by_id(resumed)["accuracy"]["status"] == by_id(straight)["accuracy"]["status"] == "failed"

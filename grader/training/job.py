@@ -138,6 +138,7 @@ class TrainingJob:
         self.store: RunStore | None = None  # where this schedule is kept for a resumed grading
         self.resumed_after: int | None = None  # the epochs an interrupted grading had run
         self.schedules = 0  # schedules started (a longer one may follow the planned one)
+        self.header_printed = False
         self.console = _console()
         self.device = pick_device(opts.device)
 
@@ -227,7 +228,8 @@ class TrainingJob:
 
     # ---- terminal ------------------------------------------------------------------------------------
     def print_row(self, row: dict) -> None:
-        if len(self.epochs) == 1:
+        if not self.header_printed:  # once per schedule, also above the rows a resumed run kept
+            self.header_printed = True
             self.console.print(" epoch  train loss  train acc  test loss  test acc       lr  seconds")
         mark = "  <- target" if row["test_acc"] >= self.target and self.reached is None else ""
         self.console.print(
@@ -268,7 +270,7 @@ class TrainingJob:
         """A fresh run of a longer schedule: same seed, same recipe, only the planned epochs change."""
         self.hyp = dict(self.hyp, epochs=epochs)
         self.epochs, self.reached, self.error, self.last_weights, self.predictions = [], None, None, None, None
-        self.resumed_after = None
+        self.resumed_after, self.header_printed = None, False
 
     # ---- the run ---------------------------------------------------------------------------------------
     def train(self, train: Split, snapshot: Path) -> None:
