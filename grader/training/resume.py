@@ -7,9 +7,9 @@ child's training state (``recipe.TrainState``: copied by value, never parsed her
 training child loads it). ``epochs.json`` is written last and names the state file it goes with,
 so a run killed between two writes leaves the previous epoch whole.
 
-The key is everything the figures depend on: the submission's content hash (which covers the
-rubric), the hyperparameters as applied, the device type and the data. A key that differs finds
-nothing. A schedule that ran to its end is kept as complete, so an interrupted second schedule
+The key is everything the figures depend on: the submission's files (and the rubric's course
+section, not its limits or target), the hyperparameters as applied, the recipe's source, the device
+type and a fingerprint of the data. A key that differs finds nothing. A schedule that ran to its end is kept as complete, so an interrupted second schedule
 does not make the first run again; the whole folder goes once the grading has written its results.
 """
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from grader.boundary import write_output
 
 FOLDER = "training_state"
 
@@ -84,9 +84,9 @@ class RunStore:
         epoch = int(rows[-1]["epoch"]) if rows else 0
         names = {"weights": f"weights_{epoch:03d}.safetensors", "state": f"state_{epoch:03d}.safetensors"}
         if weights is not None:
-            _write(self.folder / names["weights"], weights)
+            write_output(self.folder, names["weights"], weights)
         if state is not None:
-            _write(self.folder / names["state"], state)
+            write_output(self.folder, names["state"], state)
         meta = {
             "rows": rows,
             "weights": names["weights"] if weights is not None else None,
@@ -94,7 +94,7 @@ class RunStore:
             "complete": complete,
             "extra": extra or {},
         }
-        _write(self.folder / "epochs.json", json.dumps(meta, indent=1).encode())
+        write_output(self.folder, "epochs.json", json.dumps(meta, indent=1))
         keep = {"epochs.json", *(v for v in (meta["weights"], meta["state"]) if v)}
         for path in self.folder.iterdir():
             if path.name not in keep:
@@ -107,9 +107,3 @@ class RunStore:
     def clear_all(self) -> None:
         """The grading is written: no run is left to resume."""
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
