@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -291,6 +292,21 @@ def test_an_interrupted_grading_resumes_to_the_figures_of_an_uninterrupted_one(d
     assert by_id(resumed)["accuracy"]["status"] == by_id(straight)["accuracy"]["status"] == "failed"
     assert not (tmp_path / "resumed" / "training_state").exists()
     assert "was resumed after epoch" in (tmp_path / "resumed" / "report.html").read_text()
+
+
+def test_a_run_kept_for_another_submission_is_not_resumed_and_outlives_this_grading(data, tmp_path):
+    """The default ./grade-out is shared: a run kept there for another submission is named, not
+    resumed, and still there (whole) once this grading has written its results."""
+    other = tmp_path / "out" / "training_state" / "0123456789abcdef"
+    other.mkdir(parents=True)
+    kept = {"rows": [{"epoch": 1, "test_acc": 40.0}], "weights": None, "state": None, "complete": False}
+    (other / "epochs.json").write_text(json.dumps(kept))
+    args = ["--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=1)]
+    _, results, out = run_grade(BASE, tmp_path / "out", *args)
+    assert "not resumed" in out and "resuming" not in out, out[-1500:]
+    assert len(figures(results)) == 1 and results["facts"]["training"]["attempts"][0]["resumed_after_epoch"] is None
+    assert [p.name for p in (tmp_path / "out" / "training_state").iterdir()] == [other.name]
+    assert json.loads((other / "epochs.json").read_text()) == kept
 
 
 def test_a_corrupt_kept_state_is_a_typed_error_and_no_resume_trains_from_the_first_epoch(data, tmp_path):

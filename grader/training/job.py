@@ -136,6 +136,7 @@ class TrainingJob:
         self.predictions: np.ndarray | None = None  # of the last evaluated epoch
         self.layers: dict = {}  # what protected the training child
         self.store: RunStore | None = None  # where this schedule is kept for a resumed grading
+        self.kept: list[RunStore] = []  # every schedule's store: cleared, and only these, once results are written
         self.resumed_after: int | None = None  # the epochs an interrupted grading had run
         self.schedules = 0  # schedules started (a longer one may follow the planned one)
         self.header_printed = False
@@ -298,6 +299,7 @@ class TrainingJob:
             data=_fingerprint(train.images, train.labels, self.test.labels),  # the data, wherever it lies
         )
         self.store = RunStore(self.opts.state_dir or self.opts.out_dir / STATE_FOLDER, key)
+        self.kept.append(self.store)
         saved = self.store.load() if self.opts.resume else None
         self.schedules += 1
         if saved is None and self.opts.resume and self.schedules == 1 and self.store.others():
@@ -547,7 +549,11 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
             json.dumps({k: v for k, v in result.items() if not k.endswith("_png")}, indent=1)
         )
     if job.store is not None and (job.error or {}).get("type") != ErrorKind.TIMEOUT.value:
-        job.store.clear_all()  # the results are written: nothing is left to resume
+        # The results are written: nothing of this grading is left to resume. Runs kept there for
+        # other submissions (the default ./grade-out is shared) stay until their own grading ends.
+        for store in job.kept:
+            store.discard()
+        job.store.remove_root_if_empty()
     elif job.store is not None:  # stopped by the wall-clock limit: the next grading goes on from here
         job.console.print(f"the training state is kept in {job.store.root}: grading again resumes it")
     return result

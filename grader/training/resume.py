@@ -10,7 +10,8 @@ so a run killed between two writes leaves the previous epoch whole.
 The key is everything the figures depend on: the submission's files (and the rubric's course
 section, not its limits or target), the hyperparameters as applied, the recipe's source, the device
 type and a fingerprint of the data. A key that differs finds nothing. A schedule that ran to its end is kept as complete, so an interrupted second schedule
-does not make the first run again; the whole folder goes once the grading has written its results.
+does not make the first run again. Once the grading has written its results its own runs go;
+runs kept there for other submissions stay (the default ``./grade-out`` is shared).
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class RunStore:
         """This key's run cannot be resumed: the next grading trains it from epoch 1."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def clear_all(self) -> None:
-        """The grading is written: no run is left to resume."""
-        shutil.rmtree(self.root, ignore_errors=True)
+    def remove_root_if_empty(self) -> None:
+        """The folder goes once no run is left in it (a run kept for another submission keeps it)."""
+        try:
+            self.root.rmdir()
+        except OSError:
+            pass  # not empty, or already gone

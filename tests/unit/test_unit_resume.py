@@ -61,13 +61,16 @@ def test_unreadable_or_empty_records_are_no_run(tmp_path):
     assert store.load() is None
 
 
-def test_discard_and_clear(tmp_path):
+def test_discard_leaves_other_runs_and_the_folder_goes_with_the_last(tmp_path):
     RunStore(tmp_path / "training_state", "a").save([row(1)], b"w", b"s")
     RunStore(tmp_path / "training_state", "b").save([row(1)], b"w", b"s")
     RunStore(tmp_path / "training_state", "a").discard()
+    RunStore(tmp_path / "training_state", "a").remove_root_if_empty()
     assert (
         RunStore(tmp_path / "training_state", "a").load() is None
         and RunStore(tmp_path / "training_state", "b").load() is not None
     )
-    RunStore(tmp_path / "training_state", "b").clear_all()
+    RunStore(tmp_path / "training_state", "b").discard()
+    RunStore(tmp_path / "training_state", "b").remove_root_if_empty()
     assert not (tmp_path / "training_state").exists()
+    RunStore(tmp_path / "training_state", "b").remove_root_if_empty()  # already gone: nothing to do
