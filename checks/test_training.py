@@ -89,6 +89,12 @@ def test_accuracy(facts, check):
     if best is None:
         check.fail("the training job reported no evaluated epoch")
     source = training.get("source", "reproduced by the grader")
+    if best < target and source == "checkpoint accuracy":
+        check.fail(
+            f"the submitted checkpoint's test accuracy is {best:.2f}%: {target - best:.2f} points short of {target:g}%",
+            hint="the checkpoint was evaluated as it is, not trained; grade with --train to train the model",
+            best=best,
+        )
     if best < target:
         message = f"best test accuracy {best:.2f}% after {training.get('epochs_run')} epoch(s) ({source}): {target - best:.2f} points short of {target:g}%"
         claim = (facts.evidence or {}).get("chosen_log") or {}
