@@ -553,7 +553,6 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         # other submissions (the default ./grade-out is shared) stay until their own grading ends.
         for store in job.kept:
             store.discard()
-        job.store.remove_root_if_empty()
     elif job.store is not None:  # stopped by the wall-clock limit: the next grading goes on from here
         job.console.print(f"the training state is kept in {job.store.root}: grading again resumes it")
     return result

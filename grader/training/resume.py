@@ -102,11 +102,9 @@ class RunStore:
                 path.unlink(missing_ok=True)
 
     def discard(self) -> None:
-        """This key's run cannot be resumed: the next grading trains it from epoch 1."""
+        """This key's run is gone (the next grading trains it from epoch 1), and the folder with it
+        once no run is left there (a run kept for another submission keeps it)."""
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def remove_root_if_empty(self) -> None:
-        """The folder goes once no run is left in it (a run kept for another submission keeps it)."""
         try:
             self.root.rmdir()
         except OSError:

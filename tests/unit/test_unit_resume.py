@@ -65,12 +65,10 @@ def test_discard_leaves_other_runs_and_the_folder_goes_with_the_last(tmp_path):
     RunStore(tmp_path / "training_state", "a").save([row(1)], b"w", b"s")
     RunStore(tmp_path / "training_state", "b").save([row(1)], b"w", b"s")
     RunStore(tmp_path / "training_state", "a").discard()
-    RunStore(tmp_path / "training_state", "a").remove_root_if_empty()
     assert (
         RunStore(tmp_path / "training_state", "a").load() is None
         and RunStore(tmp_path / "training_state", "b").load() is not None
     )
     RunStore(tmp_path / "training_state", "b").discard()
-    RunStore(tmp_path / "training_state", "b").remove_root_if_empty()
     assert not (tmp_path / "training_state").exists()
-    RunStore(tmp_path / "training_state", "b").remove_root_if_empty()  # already gone: nothing to do
+    RunStore(tmp_path / "training_state", "b").discard()  # already gone: nothing to do
