@@ -106,6 +106,7 @@ TRAINING_OVERRIDES = (
     "warmup_fraction",
     "ema_decay",
     "plain_final_epochs",
+    "whiten_first_conv",
 )
 # ...and those only a rubric may set: a submission that could choose its seed could try seeds until
 # its model passes; bf16 (autocast on CUDA) is the course's choice of speed against exactness.

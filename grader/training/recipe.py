@@ -9,7 +9,8 @@ planned epochs (one-cycle), label smoothing, weight decay on conv/linear weights
 norm left undecayed, channels_last, and bf16 autocast on CUDA. The data pipeline is the
 student's own albumentations train transforms, applied in DataLoader worker processes.
 Measured options, off by default (benchmarks/results/ablations.md): an EMA of the weights,
-ghost batch norm (``bn_batch``), and plain final epochs.
+ghost batch norm (``bn_batch``), plain final epochs, and a whitening start of the
+first convolution (``whiten_first_conv``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ HYP: dict[str, float | int | bool] = {
     "warmup_fraction": 0.2,  # share of the steps spent rising from 0 to lr
     "ema_decay": 0.0,  # per-step decay of an average of the weights handed over (0: the raw weights)
     "plain_final_epochs": 0,  # last epochs on the pipeline's flips and fixed steps only (no shifts, holes)
+    "whiten_first_conv": False,  # start the first 3-channel convolution as a whitening of image patches
     "bf16": True,  # bf16 autocast of the forward pass on CUDA (the CPU always runs fp32)
     "workers": 2,  # DataLoader worker processes running the student's transforms
     "seed": 0,
@@ -156,6 +158,46 @@ def plain_pipeline(transform: Callable | None) -> Callable | None:
     from grader.augment_inspect import leaves
 
     return A.Compose([t for t in leaves(transform) if type(t).__name__ in PLAIN_STEPS])
+
+
+def first_image_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The model's first convolution, if it reads the 3 image channels with full (not grouped) filters."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module if module.in_channels == 3 and module.groups == 1 else None
+    return None
+
+
+@torch.no_grad()
+def whiten_first_conv(
+    model: nn.Module, images: np.ndarray, transform: Callable | None, seed: int, samples: int = 5000
+) -> bool:
+    """Start the first convolution as a whitening of the training images' patches (airbench's init).
+
+    Its filters become the leading eigenvectors of the patches' covariance, each scaled by
+    1/sqrt(eigenvalue) and used twice (+ and -, so a ReLU after it keeps both signs). The patches are
+    the ones the model sees: the student's plain pipeline (flips, Normalize, ToTensorV2). The
+    filters stay trainable. Returns False (and changes nothing) when the model has no such layer.
+    """
+    conv = first_image_conv(model)
+    if conv is None:
+        return False
+    pipeline = plain_pipeline(transform)
+    seed_transform(pipeline, seed)
+    batch = [
+        to_model_input(pipeline(image=image)["image"] if pipeline is not None else image) for image in images[:samples]
+    ]
+    x = torch.stack(batch)
+    kh, kw = conv.kernel_size
+    patches = F.unfold(x, (kh, kw), dilation=conv.dilation).transpose(1, 2).reshape(-1, 3 * kh * kw).double()
+    patches -= patches.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+    filters = eigenvectors.T.flip(0) / (eigenvalues.flip(0).clamp_min(0) + 5e-4).sqrt()[:, None]
+    half = math.ceil(conv.out_channels / 2)
+    filters = filters.repeat(math.ceil(half / len(filters)), 1)[:half]  # more channels than patch dims: again
+    weight = torch.cat([filters, -filters])[: conv.out_channels]
+    conv.weight.copy_(weight.reshape(conv.weight.shape).to(conv.weight))
+    return True
 
 
 def uses_bf16(device: torch.device, hyp: dict) -> bool:
@@ -334,6 +376,8 @@ def train(
             worker_init_fn=_seed_worker,
         )
 
+    if resume is None and bool(hyp.get("whiten_first_conv", False)):
+        whiten_first_conv(model, images, transform, seed)
     model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, hyp)
     base_lrs = [g["lr"] for g in optimizer.param_groups]

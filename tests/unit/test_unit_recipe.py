@@ -208,3 +208,24 @@ def test_a_state_of_another_model_is_refused():
     first = next(recipe.train(tiny_model(), images, labels, None, hyp, torch.device("cpu")))
     with pytest.raises(ValueError, match="another model"):
         next(recipe.train(dropout_model(), images, labels, None, hyp, torch.device("cpu"), resume=first.state))
+
+
+def test_whitening_makes_the_first_convolution_decorrelate_the_image_patches():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 255, (64, 8, 8, 1))
+    images = np.clip(gray + rng.integers(-20, 20, (64, 8, 8, 3)), 0, 255).astype(np.uint8)  # correlated channels
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    assert recipe.whiten_first_conv(model, images, None, seed=0)
+    x = torch.stack([recipe.to_model_input(image) for image in images])
+    out = model[0](x).detach().transpose(0, 1).reshape(8, -1).double()
+    cov = torch.cov(out[:4])
+    assert torch.allclose(cov, torch.eye(4, dtype=torch.double), atol=0.05)  # leading 4: white
+    assert torch.allclose(out[4:], -out[:4])  # and their negatives, so a ReLU keeps both signs
+
+
+def test_whitening_leaves_a_model_without_a_plain_first_image_convolution_alone():
+    grouped = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.Flatten(), nn.LazyLinear(10))
+    before = grouped[0].weight.detach().clone()
+    images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    assert not recipe.whiten_first_conv(grouped, images, None, seed=0)
+    assert torch.equal(grouped[0].weight, before)
