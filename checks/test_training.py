@@ -2,6 +2,7 @@
 
 from grader.checks.augmentations import judge
 from grader.checks_api import rule
+from grader.training.source import REPRODUCED, from_checkpoint
 
 
 @rule("augmentations", points=125)
@@ -88,8 +89,8 @@ def test_accuracy(facts, check):
         check.fail(f"the training job failed: {err['type']}: {err['message']}", hint=err.get("hint", ""))
     if best is None:
         check.fail("the training job reported no evaluated epoch")
-    source = training.get("source", "reproduced by the grader")
-    if best < target and source == "checkpoint accuracy":
+    source = training.get("source", REPRODUCED)
+    if best < target and from_checkpoint(training):
         check.fail(
             f"the submitted checkpoint's test accuracy is {best:.2f}%: {target - best:.2f} points short of {target:g}%",
             hint="the checkpoint was evaluated as it is, not trained; grade with --train to train the model",

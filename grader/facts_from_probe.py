@@ -22,6 +22,7 @@ from grader.graph import GraphError, load_graph
 from grader.sandbox import ChildResult
 from grader.sandbox.layers import describe as describe_layers
 from grader.submission import Submission
+from grader.training.source import from_checkpoint
 
 
 def analyze_submission(
@@ -311,6 +312,6 @@ def collect_evidence(facts: Facts, disc: Discovery) -> dict:
     training = facts.training or {}
     if training.get("best_test_acc") is not None:
         measured["accuracy"] = training["best_test_acc"]
-        measured["accuracy_source"] = "checkpoint" if training.get("source") == "checkpoint accuracy" else "grader"
+        measured["accuracy_source"] = "checkpoint" if from_checkpoint(training) else "grader"
     folder = facts.submission / disc.assignment_dir if disc.assignment_dir else None
     return collect(disc.submission or facts.submission, folder, measured=measured)

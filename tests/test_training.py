@@ -70,6 +70,10 @@ def test_trained_weights_are_saved_and_reevaluate_to_the_same_accuracy(trained, 
     assert training["source"] == "checkpoint accuracy"
     assert training["best_test_acc"] == pytest.approx(results["facts"]["training"]["epochs"][-1]["test_acc"], abs=0.01)
     assert "checkpoint accuracy" in by_id(again)["accuracy"]["message"]
+    assert (
+        "the accuracy of the submitted checkpoint, not reproduced by training"
+        in (tmp_path / "out" / "report.html").read_text()
+    )
     # Short of the target, the message speaks of the checkpoint, not of epochs the grader never ran.
     _code, missed, _out = run_grade(
         BASE, tmp_path / "out2", "--weights", str(weights), "--data", str(data), "--rubric", rubric(tmp_path, 101)

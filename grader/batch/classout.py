@@ -21,6 +21,7 @@ from grader.batch.similarity import fingerprint, group_similar
 from grader.batch.store import Store, write_atomic
 from grader.results import status_of
 from grader.rubric import max_score
+from grader.training.source import from_checkpoint
 
 CLASS_SCHEMA = "s6-grader/batch/1"
 HISTOGRAM_BINS = 10
@@ -193,7 +194,7 @@ def status_column(rule_id: str) -> str:
 
 def _mode(results: dict) -> str:
     training = (results.get("facts") or {}).get("training") or {}
-    if training.get("source") == "checkpoint accuracy":
+    if from_checkpoint(training):
         return "checkpoint"
     return "trained" if training else "no-train"
 

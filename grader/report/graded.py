@@ -5,6 +5,8 @@ Trusted side.
 
 from __future__ import annotations
 
+from grader.training.source import from_checkpoint
+
 
 def what_was_graded(results: dict) -> list[tuple[str, str]]:
     """(label, value) rows for the terminal and the report, from the results alone."""
@@ -27,7 +29,7 @@ def what_was_graded(results: dict) -> list[tuple[str, str]]:
     log = chosen.get("source")
     rows.append(("training log", log or "none found"))
     training = facts.get("training") or {}
-    if training.get("source") == "checkpoint accuracy":
+    if from_checkpoint(training):
         mode = "a submitted checkpoint evaluated on the test split"
     elif training:
         mode = f"trained by the grader on {training.get('device', '?')}"

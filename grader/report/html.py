@@ -10,6 +10,7 @@ from importlib import resources
 import jinja2
 
 from grader.augment_inspect import flatten
+from grader.training.source import from_checkpoint
 
 
 def environment() -> jinja2.Environment:
@@ -18,6 +19,7 @@ def environment() -> jinja2.Environment:
         loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined
     )
     env.globals["leaves"] = flatten
+    env.globals["from_checkpoint"] = from_checkpoint
     env.filters["num"] = _num
     return env
 

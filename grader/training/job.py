@@ -43,6 +43,7 @@ from grader.training.evaluate import (
 from grader.training.plots import curves_png, misclassified_png
 from grader.training.resume import FOLDER as STATE_FOLDER
 from grader.training.resume import RunStore, run_key
+from grader.training.source import CHECKPOINT, REPRODUCED
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 if TYPE_CHECKING:
@@ -482,7 +483,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         return None
     result: dict[str, Any] = {"target": job.target, "device": str(job.device), "data": test.source, "epochs": []}
     if opts.weights is not None:
-        result["source"] = "checkpoint accuracy"
+        result["source"] = CHECKPOINT
         try:
             evaluated = job.evaluate_weights(load_checkpoint(Path(opts.weights)))
         except GraphError as exc:
@@ -491,7 +492,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         result.update(best_test_acc=round(evaluated.acc, 2), test_loss=round(evaluated.loss, 4), epochs_run=0)
         result["misclassified_png"] = misclassified_png(test.images, test.labels, evaluated.predictions, test.classes)
         return result
-    result["source"] = "reproduced by the grader"
+    result["source"] = REPRODUCED
     try:
         train = load_split("train", opts.data, opts.data_dir)
     except DataUnavailable as exc:
