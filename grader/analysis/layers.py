@@ -9,64 +9,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from grader.graph import LoadedGraph, Node
+from grader.graph import ACTIVATIONS, DROPOUTS, LoadedGraph, Node
 
 # Ops that pass a feature map through without looking at neighbours (the RF and the
 # depthwise -> pointwise link go straight through them).
-POINTWISE = {
-    "relu",
-    "relu_",
-    "relu6",
-    "leaky_relu",
-    "leaky_relu_",
-    "gelu",
-    "silu",
-    "silu_",
-    "sigmoid",
-    "sigmoid_",
-    "tanh",
-    "tanh_",
-    "hardtanh",
-    "hardtanh_",
-    "elu",
-    "elu_",
-    "selu",
-    "celu",
-    "hardswish",
-    "hardswish_",
-    "hardsigmoid",
-    "hardsigmoid_",
-    "mish",
-    "softplus",
-    "prelu",
-    "_prelu_kernel",
-    "threshold",
-    "batch_norm",
-    "_native_batch_norm_legit_no_training",
-    "native_batch_norm",
-    "_native_batch_norm_legit",
-    "dropout",
-    "dropout_",
-    "feature_dropout",
-    "alpha_dropout",
-    "feature_alpha_dropout",
-    "native_dropout",
-    "clone",
-    "contiguous",
-    "alias",
-    "detach",
-    "detach_",
-    "_to_copy",
-    "to",
-    "type_as",
-    "lift_fresh_copy",
-    "group_norm",
-    "native_group_norm",
-    "instance_norm",
-    "layer_norm",
-    "native_layer_norm",
-    "_assert_tensor_metadata",
-}
+POINTWISE = (
+    ACTIVATIONS
+    | DROPOUTS
+    | {
+        "batch_norm",
+        "_native_batch_norm_legit_no_training",
+        "native_batch_norm",
+        "_native_batch_norm_legit",
+        "clone",
+        "contiguous",
+        "alias",
+        "detach",
+        "detach_",
+        "_to_copy",
+        "to",
+        "type_as",
+        "lift_fresh_copy",
+        "group_norm",
+        "native_group_norm",
+        "instance_norm",
+        "layer_norm",
+        "native_layer_norm",
+        "_assert_tensor_metadata",
+    }
+)
 MAXPOOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d", "max_pool1d", "fractional_max_pool2d"}
 # After global average pooling only these may follow (the classifier head).
 HEAD_OPS = POINTWISE | {
