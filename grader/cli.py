@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from grader.cli_options import ISOLATION_CHOICES, add_train_switch
 from grader.failures import ErrorKind, Failure
 from grader.results import exit_status
 
@@ -68,16 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     from grader import __version__
 
     p.add_argument("--version", action="version", version=f"s6-grader {__version__}")
-    train = p.add_mutually_exclusive_group()
-    train.add_argument(
-        "--train",
-        dest="train",
-        action="store_true",
-        default=None,
-        help="train the model with the grader's recipe and decide the accuracy rule (default when CUDA is available)",
-    )
-    train.add_argument(
-        "--no-train", dest="train", action="store_false", help="skip training: every other rule in seconds"
+    add_train_switch(
+        p,
+        train_help="train the model with the grader's recipe and decide the accuracy rule (default when CUDA is available)",
+        no_train_help="skip training: every other rule in seconds",
     )
     p.add_argument(
         "--out",
@@ -131,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument(
         "--isolation",
-        choices=["auto", "bubblewrap", "landlock", "plain"],
+        choices=ISOLATION_CHOICES,
         default="auto",
         help="sandbox for the submission's code (default: the strongest that works here: bubblewrap, else Landlock)",
     )

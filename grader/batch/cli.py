@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from grader.cli_options import ISOLATION_CHOICES, add_train_switch
+
 EXAMPLES = """\
 examples:
   grade batch submissions/ --out grades/            a folder of sub-folders and .zip files
@@ -45,16 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs", "-j", type=int, help="submissions graded at once on the CPUs (default: the number of cores)"
     )
-    train = p.add_mutually_exclusive_group()
-    train.add_argument(
-        "--train",
-        dest="train",
-        action="store_true",
-        default=None,
-        help="train every model (default when GPUs are present)",
-    )
-    train.add_argument(
-        "--no-train", dest="train", action="store_false", help="every rule but accuracy, in seconds per submission"
+    add_train_switch(
+        p,
+        train_help="train every model (default when GPUs are present)",
+        no_train_help="every rule but accuracy, in seconds per submission",
     )
     p.add_argument(
         "--gpus", help="GPUs for the trainings: CUDA indices like 0,1, 'all' or 'none' (default: all with --train)"
@@ -96,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     grading.add_argument("--rubric", type=Path, help="a rubric TOML (see grade --print-rubric)")
     grading.add_argument(
         "--isolation",
-        choices=["auto", "bubblewrap", "landlock", "plain"],
+        choices=ISOLATION_CHOICES,
         help="sandbox for the students' code (default: the strongest that works here)",
     )
     grading.add_argument(
