@@ -25,9 +25,8 @@ CONTAINERS = {"Compose", "OneOf", "SomeOf", "Sequential", "OneOrOther", "Selecti
 # Transforms that are not random: they stay on when the others are switched off.
 DETERMINISTIC = {"Normalize", "ToFloat", "FromFloat", "ToTensorV2", "ToTensor", "ToRGB", "ToGray_disabled"}
 VALUE_CHANGERS = {"Normalize", "ToFloat", "FromFloat"}
-# Attributes worth reading, under the 1.x and the 2.x names.
-KNOWN_ATTRS = (
-    # CoarseDropout 1.x
+# CoarseDropout's arguments under the 1.x names and under the 2.x names.
+COARSE_DROPOUT_V1 = (
     "max_holes",
     "max_height",
     "max_width",
@@ -36,12 +35,12 @@ KNOWN_ATTRS = (
     "min_width",
     "fill_value",
     "mask_fill_value",
-    # CoarseDropout 2.x
-    "num_holes_range",
-    "hole_height_range",
-    "hole_width_range",
-    "fill",
-    "fill_mask",
+)
+COARSE_DROPOUT_V2 = ("num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask")
+# Attributes worth reading, under the 1.x and the 2.x names.
+KNOWN_ATTRS = (
+    *COARSE_DROPOUT_V1,
+    *COARSE_DROPOUT_V2,
     # ShiftScaleRotate / Affine
     "shift_limit",
     "shift_limit_x",

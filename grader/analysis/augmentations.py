@@ -21,17 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-V1_NAMES = (
-    "max_holes",
-    "max_height",
-    "max_width",
-    "min_holes",
-    "min_height",
-    "min_width",
-    "fill_value",
-    "mask_fill_value",
-)
-V2_NAMES = ("num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask")
+from grader.augment_inspect import COARSE_DROPOUT_V1, COARSE_DROPOUT_V2
+
 IGNORED_WARNING = re.compile(r"not valid for transform CoarseDropout|Argument\(s\) '[^']*max_holes", re.I)
 
 
@@ -195,8 +186,8 @@ def _coarse_dropout(
     if kwargs is None:  # fall back to the literal arguments read from the source
         call = next((c for c in source_calls if c["name"] == "CoarseDropout"), None)
         kwargs = {k: v for k, v in (call or {}).get("kwargs", {}).items() if not (isinstance(v, dict) and "expr" in v)}
-    f.v1_names = [k for k in kwargs if k in V1_NAMES]
-    f.v2_names = [k for k in kwargs if k in V2_NAMES]
+    f.v1_names = [k for k in kwargs if k in COARSE_DROPOUT_V1]
+    f.v2_names = [k for k in kwargs if k in COARSE_DROPOUT_V2]
     f.spelling = "1.x" if f.v1_names else "2.x"
     meant = meant_config(kwargs, t.get("attrs", {}), f.spelling)
     size = int((trusted_probe or transforms.get("coarse_dropout_probe") or {}).get("image_size", 32))
@@ -212,7 +203,7 @@ def _coarse_dropout(
     f.behaviour = probe
     if probe is not None and probe.get("fill_min"):
         f.behaviour_fill_offset = fill_offset(probe["fill_min"], f.expected_fill, space)
-    f.ignored = [a for a in (t.get("invalid_args") or []) if a in V1_NAMES]
+    f.ignored = [a for a in (t.get("invalid_args") or []) if a in COARSE_DROPOUT_V1]
     if f.ignored:
         f.ignored_warning = _ignored_warning_evidence(texts)
 
