@@ -59,11 +59,9 @@ KNOWN_ATTRS = (
     "std",
     "max_pixel_value",
     "normalization",
-    # flips, crops
+    # flips, crops (min_height and min_width, PadIfNeeded's too, are among CoarseDropout's above)
     "height",
     "width",
-    "min_height",
-    "min_width",
     "always_apply",
 )
 
