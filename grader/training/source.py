@@ -12,4 +12,4 @@ REPRODUCED = "reproduced by the grader"  # the grader's own training (--train)
 
 def from_checkpoint(training: dict | None) -> bool:
     """Whether this training result is a submitted checkpoint's accuracy, not the grader's training."""
-    return bool(training) and training.get("source") == CHECKPOINT
+    return training is not None and training.get("source") == CHECKPOINT
