@@ -17,20 +17,14 @@ from pathlib import Path
 
 MiB = 1 << 20
 
-# The outputs of each child, with the most the trusted side reads of each.
+# The probe's outputs, with the most the trusted side reads of each.
 PROBE_OUTPUTS = {
     "probe.json": 20 * MiB,
     "graph.json": 50 * MiB,
+    "graph_train.json": 50 * MiB,
     "weights.safetensors": 400 * MiB,
     "summary.txt": 2 * MiB,
     "augmented.npy": 5 * MiB,
-}
-TRAIN_OUTPUTS = {
-    "status.json": 1 * MiB,
-    "progress.json": 64 * 1024,
-    "epoch.json": 1 * MiB,
-    "epoch.safetensors": 400 * MiB,
-    "state.safetensors": 1200 * MiB,  # weights, momentum buffers and an average: up to 3x the weights
 }
 
 

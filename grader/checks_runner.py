@@ -164,6 +164,9 @@ ERROR_HINTS: dict[str, str] = {
     ErrorKind.WRONG_OUTPUT_SHAPE: "the model must map (N, 3, 32, 32) to (N, 10) class scores",
     ErrorKind.NOT_ALBUMENTATIONS: "build the train pipeline with albumentations: A.Compose([A.HorizontalFlip(), A.ShiftScaleRotate(), A.CoarseDropout(...)])",
     ErrorKind.NOT_FOUND: "point at the train pipeline with --transforms FILE:NAME (or grade.toml)",
+    ErrorKind.WRITES_OWN_TENSOR: "a forward computes from its input and its weights: keep state out of it (only BatchNorm updates its statistics)",
+    ErrorKind.WATCHES_GRADER: "remove the code that checks whether the model is exported, traced or graded: the model must be the same network whoever runs it",
+    ErrorKind.HIDDEN_DATA: "keep every weight in nn.Parameter (float); buffers are for BatchNorm statistics and a few constants",
 }
 
 # The kinds with no hint of their own, and why: every ErrorKind is in ERROR_HINTS or here, never both
@@ -186,6 +189,8 @@ NO_OWN_HINT = {
     ErrorKind.TRAINING_FAILED: _TRAINING_ONLY,
     ErrorKind.EVALUATION_FAILED: _TRAINING_ONLY,
     ErrorKind.BAD_CHECKPOINT: _TRAINING_ONLY,
+    ErrorKind.EXPORT_MISMATCH: _TRAINING_ONLY,
+    ErrorKind.BATCH_DEPENDENT: _TRAINING_ONLY,
     ErrorKind.GRADER_BUG: _NOT_THE_STUDENTS,
     ErrorKind.CHECK_FILE_ERROR: _NOT_THE_STUDENTS,
     ErrorKind.SANDBOX_FAILED: _GENERIC_FAILED,

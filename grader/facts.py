@@ -25,11 +25,14 @@ class Facts:
     discovery: Discovery | None = None
     probe: dict | None = None  # the child's probe.json
     failure: dict | None = None  # typed reason the model could not be analysed: {"type", "message", "where"}
-    graph: LoadedGraph | None = None
+    graph: LoadedGraph | None = None  # the eval-mode export: what the rules read and what is evaluated
+    train_graph: LoadedGraph | None = None  # the train-mode export: what the grader trains
+    train_graph_failure: dict | None = None  # typed reason there is no train graph (accuracy cannot be trained)
     layers: list[SpatialLayer] = field(default_factory=list)
     rf: RFResult | None = None
     measured_rf: MeasuredRF | None = None
     params: ParamFacts | None = None
+    batch_mixing: list[str] = field(default_factory=list)  # why the eval graph mixes a batch's images (analysis/batch)
     aug: AugFindings | None = None
     aug_failure: dict | None = None  # typed reason the train transforms could not be analysed
     # What the augmentations are decided from (kept to decide them again once the real data's mean is known):
@@ -47,8 +50,24 @@ class Facts:
     std: tuple[float, ...] = (0.2470, 0.2435, 0.2616)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def watches_grader(self) -> list[str]:
+        """Lines of the submission that ask whether they are exported, traced or graded."""
+        return self.sources.watch_lines if self.sources is not None else []
+
     def need(self, what: str) -> Any:
-        """The fact ``what``, or stop the check with the typed reason it is missing."""
+        """The fact ``what``, or stop the check with the typed reason it is missing.
+
+        What the probe produced (the graph and everything read from it, the pipeline) is not believed
+        for a submission whose code watches the grader: it could show the grader another network."""
+        if what in ("graph", "rf", "params", "aug") and self.watches_grader:
+            first = self.watches_grader[0]
+            more = f" and {len(self.watches_grader) - 1} more line(s)" if len(self.watches_grader) > 1 else ""
+            raise Undecidable(
+                f"not decided: the code asks whether it is being exported, traced or graded ({first}{more}), "
+                "so what the grader saw may not be what runs; remove that code",
+                ErrorKind.WATCHES_GRADER.value,
+            )
         value = getattr(self, what)
         if value is not None:
             return value

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from grader.analysis.augmentations import analyze as analyze_augmentations
+from grader.analysis.batch import batch_mixing
 from grader.analysis.layers import param_facts, spatial_layers
 from grader.analysis.receptive_field import analytic_rf, measure_rf
 from grader.analysis.source import read_sources
@@ -18,7 +19,7 @@ from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, read_output
 from grader.discover import Discovery
 from grader.facts import Facts
 from grader.failures import ErrorKind, Failure
-from grader.graph import GraphError, load_graph
+from grader.graph import GraphError, LoadedGraph, load_graph
 from grader.sandbox import ChildResult
 from grader.sandbox.layers import describe as describe_layers
 from grader.submission import Submission
@@ -55,7 +56,9 @@ def analyze_submission(
         _load_graph(facts, out)
     if facts.graph is not None:
         facts.layers = spatial_layers(facts.graph)
-        facts.params = param_facts(facts.graph)
+        budget = int(rubric["rules"]["params"]["hidden_budget"])
+        facts.params = param_facts(facts.graph, facts.train_graph, budget)
+        facts.batch_mixing = batch_mixing(facts.graph)
         try:
             facts.rf = analytic_rf(facts.graph, facts.layers)
             square = not all(_symmetric(layer) for layer in facts.layers)
@@ -154,18 +157,68 @@ def _load_graph(facts: Facts, out: Path) -> None:
     try:
         graph = json.loads(graph_bytes)
         weights = load(weights_bytes)
-        facts.graph = load_graph(graph, weights)
-        sites = graph.get("module_sites", {}) if isinstance(graph.get("module_sites"), dict) else {}
-        facts.graph.model_class = str(graph.get("model_class", ""))
-        # Name each layer by the line that built it (what a student edits), not the forward() call.
-        for node in facts.graph.nodes:
-            site = sites.get(node.module)
-            if isinstance(site, str) and node.module:
-                node.source = site[:200]
+        facts.graph = _rebuilt(graph, weights, "eval")
     except GraphError as exc:
         facts.failure = Failure(ErrorKind(exc.kind), str(exc), where="").to_dict()
+        return
     except (ValueError, SafetensorError, OSError) as exc:
         facts.failure = Failure(ErrorKind.BAD_GRAPH, f"unreadable graph or weights: {exc}", where="").to_dict()
+        return
+    # The train-mode export: what the grader trains. Without it the model rules stand; accuracy cannot be trained.
+    train_error = (facts.probe or {}).get("train_export_error")
+    try:
+        facts.train_graph = _rebuilt(
+            json.loads(read_output(out, "graph_train.json", PROBE_OUTPUTS["graph_train.json"])), weights, "train"
+        )
+        same_parameters(facts.graph, facts.train_graph)
+    except FileNotFoundError:
+        message = (
+            f"the model was not exported in train mode: {train_error.get('message', '')}"[:600]
+            if isinstance(train_error, dict)
+            else "the probe wrote no train-mode graph"
+        )
+        facts.train_graph_failure = Failure(ErrorKind.EXPORT_FAILED, message, where="").to_dict()
+    except UnsafeOutput as exc:
+        facts.train_graph_failure = Failure(ErrorKind.UNSAFE_OUTPUT, f"the probe's output {exc}", where="").to_dict()
+    except GraphError as exc:
+        facts.train_graph, kind = None, ErrorKind(exc.kind)
+        facts.train_graph_failure = Failure(kind, f"the train-mode graph: {exc}", where="").to_dict()
+    except (ValueError, OSError) as exc:
+        facts.train_graph_failure = Failure(
+            ErrorKind.BAD_GRAPH, f"unreadable train-mode graph: {exc}", where=""
+        ).to_dict()
+
+
+def _rebuilt(graph: Any, weights: dict, mode: str) -> LoadedGraph:
+    """One of the probe's graphs rebuilt, its layers named by the lines that built them."""
+    if not isinstance(graph, dict) or graph.get("mode", "eval") != mode:
+        raise GraphError("bad_graph", f"the {mode}-mode graph file does not hold a {mode}-mode graph")
+    loaded = load_graph(graph, weights)
+    sites = graph.get("module_sites", {}) if isinstance(graph.get("module_sites"), dict) else {}
+    loaded.model_class = str(graph.get("model_class", ""))
+    # Name each layer by the line that built it (what a student edits), not the forward() call.
+    for node in loaded.nodes:
+        site = sites.get(node.module)
+        if isinstance(site, str) and node.module:
+            node.source = site[:200]
+    return loaded
+
+
+def same_parameters(eval_graph: LoadedGraph, train_graph: LoadedGraph) -> None:
+    """The two exports of one model read the same parameters and buffers (names, shapes, dtypes): what is
+    trained in one is what is evaluated in the other. GraphError('export_mismatch') otherwise."""
+
+    def held(graph: LoadedGraph) -> dict[str, tuple]:
+        return {i.target: (i.kind, i.shape, i.dtype) for i in graph.inputs if i.kind in ("parameter", "buffer")}
+
+    a, b = held(eval_graph), held(train_graph)
+    if a != b:
+        differ = sorted(set(a) ^ set(b)) or sorted(k for k in a if a[k] != b[k])
+        raise GraphError(
+            "export_mismatch",
+            f"the eval-mode and train-mode exports hold different tensors ({', '.join(differ[:3])}): "
+            "what would be trained is not what is graded",
+        )
 
 
 def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) -> None:
@@ -201,31 +254,29 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
                 "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME",
             ).to_dict()
         return
+    texts = student_texts(disc.submission or Submission.scan(facts.submission), disc)
+    calls = [c.__dict__ for c in disc.aug_calls]
+    trusted, why = trusted_description(transforms, calls, facts.sources)
+    if trusted is None:
+        facts.aug_failure = Failure(
+            ErrorKind.TRANSFORMS_BUILD_FAILED,
+            f"the train pipeline could not be rebuilt on the grader's side ({why}), and a description written "
+            "by the submission's own process is not believed: the augmentations are not decided. Build the "
+            "pipeline from albumentations' own transforms (A.Compose([...]))",
+        ).to_dict()
+        return
     trusted_probe = None
-    rebuilt = rebuild_pipeline(transforms.get("to_dict"))
-    if rebuilt is not None:
+    try:
+        import warnings
+
         from grader.augment_inspect import probe_coarse_dropout
 
-        try:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                trusted_probe = probe_coarse_dropout(rebuilt)
-        except Exception as exc:
-            facts.warnings.append(
-                f"the rebuilt pipeline could not be probed ({type(exc).__name__}); the child's measurement is used"
-            )
-    else:
-        facts.warnings.append(
-            "the train pipeline could not be rebuilt from its config (custom transforms?): CoarseDropout's behaviour is the child's own measurement"
-        )
-    facts.aug_inputs = (
-        transforms,
-        trusted_probe,
-        student_texts(disc.submission or Submission.scan(facts.submission), disc),
-        [c.__dict__ for c in disc.aug_calls],
-    )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trusted_probe = probe_coarse_dropout(trusted.pop("pipeline"))
+    except Exception as exc:
+        facts.warnings.append(f"the rebuilt pipeline could not be probed ({type(exc).__name__})")
+    facts.aug_inputs = (trusted, trusted_probe, texts, calls)
     reanalyze_augmentations(facts)
     grid_bytes = _read(facts, out, "augmented.npy")
     if grid_bytes:
@@ -236,6 +287,60 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
             pass
 
 
+def trusted_description(transforms: dict, calls: list[dict], sources: Any) -> tuple[dict | None, str]:
+    """The pipeline as the grader rebuilt it from plain data, described here (with the spelling the
+    student's source shows), or (None, why) when it cannot be rebuilt.
+
+    The child's own description is read for one thing only, how CoarseDropout was spelled, and only
+    where the submission's source has a CoarseDropout call written with exactly those names."""
+    import albumentations as A
+
+    from grader.augment_inspect import COARSE_DROPOUT_V1, describe
+    from grader.training.pipelines import PipelineRefused, rebuild
+
+    config = transforms.get("to_dict")
+    try:
+        pipeline = rebuild(config)
+    except PipelineRefused as exc:
+        why = transforms.get("to_dict_error") or str(exc)
+        return None, str(why)[:300]
+    desc = describe(pipeline)
+    from grader.augment_inspect import flatten
+
+    child_leaves = (
+        flatten(transforms.get("description") or {}) if isinstance(transforms.get("description"), dict) else []
+    )
+    written = [set(c.get("kwargs") or {}) for c in calls if c.get("name") == "CoarseDropout"]
+    for index, leaf in enumerate(flatten(desc)):
+        if leaf["class"] != "CoarseDropout":
+            continue
+        theirs = child_leaves[index] if index < len(child_leaves) else {}
+        passed = theirs.get("passed_kwargs") if theirs.get("class") == "CoarseDropout" else None
+        if isinstance(passed, dict) and set(passed) in written:
+            leaf["passed_kwargs"] = passed
+        else:
+            literal = next((c for c in calls if c.get("name") == "CoarseDropout"), None)
+            if literal is not None:
+                leaf["passed_kwargs"] = {
+                    k: v for k, v in literal["kwargs"].items() if not (isinstance(v, dict) and "expr" in v)
+                }
+        if not A.__version__.startswith("1."):
+            leaf["invalid_args"] = [k for k in leaf.get("passed_kwargs", {}) if k in COARSE_DROPOUT_V1]
+    # A transform the source never names was not written by the student (a forged serialisation).
+    code = "\n".join(text for _name, text in (sources.texts if sources is not None else []))
+    for leaf in flatten(desc):
+        if sources is not None and leaf["class"] not in code:
+            return None, f"{leaf['class']} is in the serialised pipeline but nowhere in the submission's code"
+    site = transforms.get("site")
+    return {
+        "site": site if isinstance(site, str) else None,
+        "version": A.__version__,
+        "description": desc,
+        "to_dict": config,
+        "pipeline": pipeline,
+    }, ""
+
+
 def reanalyze_augmentations(facts: Facts) -> None:
     """The augmentation facts from the stored inputs (again, once the real data's mean is known)."""
     inputs = facts.aug_inputs
@@ -243,22 +348,6 @@ def reanalyze_augmentations(facts: Facts) -> None:
         return
     transforms, trusted_probe, texts, calls = inputs
     facts.aug = analyze_augmentations(transforms, trusted_probe, facts.mean, facts.std, texts, calls)
-
-
-def rebuild_pipeline(config: Any) -> Any:
-    """``A.from_dict`` on the child's ``A.to_dict`` output: plain data, standard transforms only."""
-    if not isinstance(config, dict):
-        return None
-    import warnings
-
-    import albumentations as A
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return A.from_dict(config)
-    except Exception:
-        return None
 
 
 def student_texts(sub: Submission, disc: Discovery) -> list[tuple[str, str]]:

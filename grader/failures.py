@@ -54,6 +54,11 @@ class ErrorKind(str, Enum):
     GRAPH_FAILED = "graph_failed"  # the rebuilt graph raised when run
     BAD_CHECKPOINT = "bad_checkpoint"  # --weights is not a safetensors file or a state_dict of tensors
     EVALUATION_FAILED = "evaluation_failed"  # evaluating a trained epoch's weights raised
+    WRITES_OWN_TENSOR = "writes_own_tensor"  # the forward writes into a parameter, buffer or constant of its own
+    EXPORT_MISMATCH = "export_mismatch"  # the eval-mode and train-mode graphs do not read the same parameters
+    BATCH_DEPENDENT = "batch_dependent"  # in eval mode an image's output depends on the other images of its batch
+    HIDDEN_DATA = "hidden_data"  # the forward reads more numbers than parameters and BN statistics: not decided
+    WATCHES_GRADER = "watches_grader"  # the code asks whether it is exported, traced or graded: graph rules undecided
     # The whole grading (grader/cli.py, grader/pipeline.py).
     DISCOVERY_FAILED = "discovery_failed"  # discovery could not go on (not a folder, a bad grade.toml)
     BAD_PIN = "bad_pin"  # --model or --transforms names a file or class that is not in the submission

@@ -267,6 +267,7 @@ class Node:
     source: str = ""
     code: str = ""
     shape: tuple[int, ...] | None = None  # measured on the trusted side (batch 2)
+    shape_alt: tuple[int, ...] | None = None  # measured again at batch 3: the dims that differ carry the batch
     inputs: list[str] = field(default_factory=list)  # names of node arguments, in order
 
     @property
@@ -296,25 +297,51 @@ class GraphInput:
         return math.prod(self.shape)
 
 
+def attribute_name(target: str) -> str:
+    """The attribute of a :class:`RebuiltModel` that holds the tensor ``target`` ('c1.0.weight')."""
+    return "t_" + target.replace(".", "__")
+
+
 class RebuiltModel(nn.Module):
-    """The student's model as an fx graph of allowlisted aten ops with the probe's (or trained) weights."""
+    """The student's model as an fx graph of allowlisted aten ops with the probe's (or trained) weights.
+
+    Parameters are ``nn.Parameter`` (trainable when floating point), everything else the graph reads is
+    a buffer; ``state_dict()`` keys are attribute names, ``tensors_by_target()`` gives the model's own
+    names ('c1.0.weight'), the names of checkpoints and of ``trained.safetensors``."""
 
     def __init__(self, gm: torch.fx.GraphModule, inputs: list[GraphInput], tensors: dict[str, torch.Tensor]):
         super().__init__()
         self.gm = gm
         self.graph_inputs = inputs
         self._slots: list[tuple[str, str]] = []  # (kind, attribute name) per placeholder, in order
+        self.targets: dict[str, str] = {}  # attribute name -> the model's own tensor name
         for inp in inputs:
             if inp.kind == "user_input":
                 self._slots.append(("x", ""))
                 continue
-            attr = "t_" + inp.target.replace(".", "__")
+            attr = attribute_name(inp.target)
             value = tensors[inp.target]
             if inp.kind == "parameter":
                 self.register_parameter(attr, nn.Parameter(value, requires_grad=value.is_floating_point()))
             else:
                 self.register_buffer(attr, value)
             self._slots.append((inp.kind, attr))
+            self.targets[attr] = inp.target
+
+    def tensors_by_target(self) -> dict[str, torch.Tensor]:
+        """Every tensor the graph reads, by the model's own names, detached on the CPU (copies)."""
+        return {
+            target: getattr(self, attr).detach().to("cpu").contiguous().clone() for attr, target in self.targets.items()
+        }
+
+    def move_to(self, device: torch.device) -> RebuiltModel:
+        """The tensors to ``device``, and every tensor the graph creates there too (factory calls)."""
+        self.to(device)
+        for node in self.gm.graph.nodes:
+            if node.op == "call_function" and "device" in node.kwargs:
+                node.kwargs = {**node.kwargs, "device": device}
+        self.gm.recompile()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = [x if kind == "x" else getattr(self, attr) for kind, attr in self._slots]
@@ -337,7 +364,7 @@ class RebuiltModel(nn.Module):
                     "weights_mismatch",
                     f"weight {inp.target} has shape {list(value.shape)}, the graph expects {list(inp.shape)}",
                 )
-            attr = "t_" + inp.target.replace(".", "__")
+            attr = attribute_name(inp.target)
             with torch.no_grad():
                 getattr(self, attr).copy_(value.to(getattr(self, attr).dtype))
         if missing:
@@ -354,6 +381,7 @@ class LoadedGraph:
     batch_dynamic: bool
     output_shape: tuple[int, ...]
     model_class: str = ""  # the probed model's class name, from the probe's graph.json (facts_from_probe)
+    mode: str = "eval"  # 'eval': what is analysed and evaluated; 'train': what the grader trains
 
     def by_name(self) -> dict[str, Node]:
         return {n.name: n for n in self.nodes}
@@ -370,10 +398,11 @@ class LoadedGraph:
 
 
 def load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
-    """Validate the probe's graph JSON, rebuild it and measure every node's shape on a batch of 2.
+    """Validate the probe's graph JSON, rebuild it and measure every node's shape on a batch of 2
+    (and of 3, for a graph with a dynamic batch: the dims that change carry the batch).
 
-    Whatever the JSON holds (it comes from the untrusted child), the outcome is a LoadedGraph or a
-    GraphError, never another exception.
+    The rebuilt model holds copies of ``weights``. Whatever the JSON holds (it comes from the
+    untrusted child), the outcome is a LoadedGraph or a GraphError, never another exception.
     """
     try:
         return _load_graph(graph, weights)
@@ -386,6 +415,9 @@ def load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
 def _load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
     if not isinstance(graph, dict) or graph.get("schema") != GRAPH_SCHEMA:
         raise GraphError("bad_graph", f"graph file is not {GRAPH_SCHEMA}")
+    mode = graph.get("mode", "eval")
+    if mode not in ("eval", "train"):
+        raise GraphError("bad_graph", f"unknown graph mode {str(mode)[:20]!r}")
     raw_shape = graph.get("input_shape", ())
     if not isinstance(raw_shape, list) or not all(isinstance(v, int) for v in raw_shape):
         raise GraphError("bad_graph", f"bad input shape {raw_shape!r}")
@@ -403,13 +435,20 @@ def _load_graph(graph: dict, weights: dict[str, torch.Tensor]) -> LoadedGraph:
         value = weights.get(inp.target)
         if value is None or tuple(value.shape) != inp.shape:
             raise GraphError("weights_mismatch", f"weights file does not match graph input {inp.target}")
-        tensors[inp.target] = value
+        tensors[inp.target] = value.clone()  # the model's own: training and BatchNorm update it in place
     if sum(1 for i in inputs if i.kind == "user_input") != 1:
         raise GraphError("bad_graph", "the graph must take exactly one image batch")
     nodes, gm = _rebuild(graph.get("nodes", []), inputs)
+    _check_writes(nodes, inputs, mode)
     model = RebuiltModel(gm, inputs, tensors).eval()
+    batch_dynamic = bool(graph.get("batch_dynamic"))
+    saved = {k: v.clone() for k, v in model.state_dict().items()} if mode == "train" else None
     output_shape = _measure_shapes(model, nodes, input_shape)
-    return LoadedGraph(nodes, inputs, model, input_shape, bool(graph.get("batch_dynamic")), output_shape)
+    if batch_dynamic:
+        _measure_shapes(model, nodes, input_shape, batch=3)
+    if saved is not None:  # a train graph updated its BatchNorm statistics while measured: put them back
+        model.load_state_dict(saved)
+    return LoadedGraph(nodes, inputs, model, input_shape, batch_dynamic, output_shape, mode=mode)
 
 
 def _graph_input(raw: Any) -> GraphInput:
@@ -546,6 +585,78 @@ def _check_sizes(node: Node, args: list, kwargs: dict) -> None:
             raise GraphError("too_large", f"node {node.name} asks for a tensor of shape {value}")
 
 
+# Ops that return a view of (or the same memory as) their first argument: an in-place op on their result
+# writes into that argument.
+VIEW_OPS = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "alias",
+    "detach",
+    "detach_",
+    "slice",
+    "select",
+    "narrow",
+    "squeeze",
+    "squeeze_",
+    "unsqueeze",
+    "permute",
+    "transpose",
+    "t",
+    "expand",
+    "expand_as",
+    "flatten",
+    "unflatten",
+    "split",
+    "split_with_sizes",
+    "chunk",
+    "view_as",
+    "contiguous",
+    "lift_fresh_copy",
+}
+
+
+def _check_writes(nodes: list[Node], inputs: list[GraphInput], mode: str) -> None:
+    """A forward may write into its own tensors only as BatchNorm does in training (its running
+    statistics, updated inside ``batch_norm``, and its counter, ``num_batches_tracked += 1``). Any
+    other in-place op on a parameter, buffer or constant (a table the forward fills from the images it
+    sees, weights it rewrites) is refused: what is evaluated must not depend on what ran before."""
+    kinds = {i.name: i for i in inputs}
+    by_name = {n.name: n for n in nodes}
+
+    def root(name: str) -> str:
+        seen = 0
+        while name in by_name and by_name[name].aten in VIEW_OPS and by_name[name].inputs and seen < 10_000:
+            name, seen = by_name[name].inputs[0], seen + 1
+        if name in by_name and by_name[name].target == "operator.getitem" and by_name[name].inputs:
+            return root(by_name[name].inputs[0])
+        return name
+
+    for node in nodes:
+        if node.op != "call_function" or not node.aten.endswith("_") or node.aten.startswith("_") or not node.inputs:
+            continue
+        if node.aten in ("detach_",):
+            continue
+        written = kinds.get(root(node.inputs[0]))
+        if written is None or written.kind == "user_input":
+            continue
+        counter = (
+            mode == "train"
+            and node.aten == "add_"
+            and written.kind == "buffer"
+            and written.shape == ()
+            and not written.dtype.startswith(("float", "bfloat"))
+            and node.args[1:2] == [1]
+        )
+        if not counter:
+            where = f" ({node.source})" if node.source else ""
+            raise GraphError(
+                "writes_own_tensor",
+                f"the forward writes into {written.kind} {written.target} with {node.aten}{where}: a model may "
+                "update only BatchNorm's statistics in its forward",
+            )
+
+
 @contextlib.contextmanager
 def _memory_headroom(extra_bytes: int = 4 << 30) -> Iterator[None]:
     """Lower this process's soft RLIMIT_DATA to what it uses now plus ``extra_bytes`` while the graph
@@ -570,8 +681,11 @@ def _memory_headroom(extra_bytes: int = 4 << 30) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[int, int, int]) -> tuple[int, ...]:
-    """Run the rebuilt graph once (batch 2) and record each node's output shape: trusted shapes."""
+def _measure_shapes(
+    model: RebuiltModel, nodes: list[Node], input_shape: tuple[int, int, int], batch: int = 2
+) -> tuple[int, ...]:
+    """Run the rebuilt graph once and record each node's output shape: trusted shapes (``Node.shape``
+    at batch 2, ``Node.shape_alt`` at any other batch)."""
     by_name = {n.name: n for n in nodes}
     names = model.gm.meta["s6_names"]
     shapes: dict[str, tuple[int, ...]] = {}
@@ -589,7 +703,7 @@ def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[i
                 shapes[name] = tuple(result[0].shape)
             return result
 
-    x = torch.zeros(2, *input_shape)
+    x = torch.zeros(batch, *input_shape)
     args = [x if kind == "x" else getattr(model, attr) for kind, attr in model._slots]
     try:
         with torch.no_grad(), _memory_headroom():
@@ -599,7 +713,10 @@ def _measure_shapes(model: RebuiltModel, nodes: list[Node], input_shape: tuple[i
     except Exception as exc:
         raise GraphError("graph_failed", f"the rebuilt graph does not run: {type(exc).__name__}: {exc}") from exc
     for name, shape in shapes.items():
-        by_name[name].shape = shape
+        if batch == 2:
+            by_name[name].shape = shape
+        else:
+            by_name[name].shape_alt = shape
     out = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(out, torch.Tensor):
         raise GraphError("bad_graph", "the graph's output is not a tensor")

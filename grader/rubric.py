@@ -93,7 +93,7 @@ def load_rubric(path: Path | None = None, check_dirs: list[Path] | None = None) 
 RULE_KEYS = {"points", "question", "extra", "required", "visibility"}  # any rule may set these
 
 # The recipe's hyperparameters a rubric's [training] may override (and a submission's [grade.training] ask
-# for, within the caps). Their defaults are grader/training/recipe.py's HYP, and nowhere else: the default
+# for, where the rubric's [training.submission_may_set] lists the key with its range). Their defaults are grader/training/recipe.py's HYP, and nowhere else: the default
 # rubric's [training] holds only the caps and the policy.
 TRAINING_OVERRIDES = (
     "epochs",
@@ -117,7 +117,7 @@ TRAINING_RUBRIC_ONLY = ("seed", "bf16")
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "rules.architecture": ("transitions", "min_transition_kernel"),
     "rules.receptive_field": ("greater_than",),
-    "rules.params": ("less_than",),
+    "rules.params": ("less_than", "hidden_budget"),
     "rules.augmentations": (
         "required",
         "accept_affine_for_shift_scale_rotate",
@@ -125,9 +125,9 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
         "coarse_dropout",
     ),
     "rules.augmentations.coarse_dropout": ("holes", "height", "width", "fill_tolerance", "mask_fill"),
-    "rules.accuracy": ("target",),
+    "rules.accuracy": ("target", "consistency_margin"),
     "rules.training_log": ("target",),
-    "training": ("max_epochs", "max_batch_size", "early_stop", "evidence_max_epochs"),
+    "training": ("max_epochs", "early_stop", "evidence_max_epochs", "submission_may_set"),
     "limits": ("probe_seconds", "probe_memory_mb", "train_seconds", "train_memory_mb"),
 }
 
@@ -173,8 +173,26 @@ def _known(given: dict, default: dict, also: set[str], where: str, path: Path | 
         if key not in default and key not in also:
             known = sorted(set(default) | also)
             raise RubricError(f"rubric {path}: unknown key {key!r} in {where} (known: {', '.join(known)})")
-        if isinstance(value, dict) and isinstance(default.get(key), dict):
+        if key == "submission_may_set":
+            _check_submission_may_set(value, f"{where[:-1]}.{key}]", path)
+        elif isinstance(value, dict) and isinstance(default.get(key), dict):
             _known(value, default[key], set(), f"{where[:-1]}.{key}]", path)
+
+
+def _check_submission_may_set(table: Any, where: str, path: Path | None) -> None:
+    """``{key = [low, high]}``: recipe settings a submission's grade.toml may ask for, within the range."""
+    if not isinstance(table, dict):
+        raise RubricError(f"rubric {path}: {where} must be a table of key = [low, high]")
+    for key, bounds in table.items():
+        if key not in TRAINING_OVERRIDES:
+            raise RubricError(
+                f"rubric {path}: {where} names {key!r}, which is not a recipe setting ({', '.join(TRAINING_OVERRIDES)})"
+            )
+        numbers = isinstance(bounds, list) and len(bounds) == 2
+        if not numbers or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds):
+            raise RubricError(f"rubric {path}: {where} {key} must be [low, high], not {bounds!r}")
+        if bounds[0] > bounds[1]:
+            raise RubricError(f"rubric {path}: {where} {key}: low {bounds[0]} is above high {bounds[1]}")
 
 
 def collect_rule_markers(dirs: list[Path]) -> dict[str, int]:

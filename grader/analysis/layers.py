@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from grader.analysis.tensors import bn_counters, bn_statistics
 from grader.graph import ACTIVATIONS, DROPOUTS, LoadedGraph, Node
 
 # Ops that pass a feature map through without looking at neighbours (the RF and the
@@ -298,40 +299,62 @@ def _chained_mean(graph: LoadedGraph, node: Node) -> SpatialLayer | None:
 
 @dataclass
 class ParamFacts:
-    params: int  # numel of the graph's parameters (torchsummary's "Total params")
-    trainable: int
-    hidden: list[dict]  # float buffers/constants that are not BN statistics: could hide weights
+    """Every number the forward reads. ``params`` counts them all (parameters of any dtype, buffers,
+    constants) except BatchNorm's running statistics and counters; ``hidden`` lists those that are not
+    floating-point parameters, and beyond the rubric's budget they are hidden data."""
+
+    params: int  # parameters + every other tensor read (not BN statistics): what the < 200k rule counts
+    trainable: int  # floating-point parameters (torchsummary's "Total params")
+    hidden: list[dict]  # the other tensors read: name, kind, shape, dtype, numel, the line that reads it
     hidden_total: int
     bn_buffers: int
+    budget: int = 1024  # numbers allowed outside parameters and BN statistics (the rubric's hidden_budget)
+
+    @property
+    def hidden_data(self) -> bool:
+        return self.hidden_total > self.budget
 
 
-def param_facts(graph: LoadedGraph) -> ParamFacts:
-    bn_stats = set()
-    for node in graph.nodes:
-        if node.aten in (
-            "batch_norm",
-            "_native_batch_norm_legit_no_training",
-            "native_batch_norm",
-            "_native_batch_norm_legit",
-        ):
-            for index in (3, 4):
-                ref = arg(node, index, "running_mean" if index == 3 else "running_var")
-                if isinstance(ref, dict) and "node" in ref:
-                    bn_stats.add(ref["node"])
-    used = {ref for n in graph.nodes for ref in n.inputs}
-    params = sum(i.numel for i in graph.params_of("parameter"))
-    hidden: list[dict[str, Any]] = []
-    bn_total = 0
-    for inp in graph.inputs:
-        if inp.kind not in ("buffer", "constant"):
-            continue
-        if inp.name in bn_stats:
-            bn_total += inp.numel
-            continue
-        if not inp.dtype.startswith(("float", "bfloat")) or inp.numel <= 1 or inp.name not in used:
-            continue
-        hidden.append({"name": inp.target, "kind": inp.kind, "shape": list(inp.shape), "numel": inp.numel})
-    return ParamFacts(params, params, hidden, sum(h["numel"] for h in hidden), bn_total)
+def param_facts(graph: LoadedGraph, train_graph: LoadedGraph | None = None, budget: int = 1024) -> ParamFacts:
+    """What the forward reads, in the eval graph and (when there is one) the train graph."""
+    graphs = [g for g in (graph, train_graph) if g is not None]
+    bn: set[str] = set()  # targets
+    hidden: dict[str, dict[str, Any]] = {}
+    trainable = 0
+    counted: set[str] = set()
+    for g in graphs:
+        names = {i.name: i for i in g.inputs}
+        stats = set(bn_statistics(g)) | bn_counters(g)
+        bn |= {names[n].target for n in stats if n in names}
+    for g in graphs:
+        users = g.users()
+        for inp in g.inputs:
+            if inp.kind == "user_input" or inp.target in counted:
+                continue
+            readers = users.get(inp.name) or []
+            if inp.target in bn:
+                continue
+            float_parameter = inp.kind == "parameter" and inp.dtype.startswith(("float", "bfloat"))
+            if float_parameter:
+                counted.add(inp.target)
+                trainable += inp.numel
+                continue
+            if not readers:
+                continue  # not read by the forward: not part of the model
+            counted.add(inp.target)
+            line = next((r.source for r in readers if r.source), "")
+            hidden[inp.target] = {
+                "name": inp.target,
+                "kind": inp.kind if inp.kind != "parameter" else f"{inp.dtype} parameter (not trainable)",
+                "shape": list(inp.shape),
+                "dtype": inp.dtype,
+                "numel": inp.numel,
+                "line": line,
+            }
+    bn_total = sum(i.numel for g in graphs[:1] for i in g.inputs if i.target in bn)
+    others = sorted(hidden.values(), key=lambda h: -h["numel"])
+    total = sum(h["numel"] for h in others)
+    return ParamFacts(trainable + total, trainable, others, total, bn_total, budget)
 
 
 def followed_by_pointwise(

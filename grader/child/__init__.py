@@ -4,20 +4,21 @@ Untrusted side (runs inside the sandbox next to the student's code).
 
 Nothing here is trusted by the grader: the child's outputs are inert files (``grader/boundary.py``)
 that the trusted side reads by value and checks again. ``enter`` restricts the process with Landlock
-before anything else runs; ``probe`` imports, builds and traces the model and builds the transforms;
-``train`` trains the model with the grader's recipe on the train split; ``runtime`` makes a student's
-module importable (stubs, fake datasets); ``graph_export`` writes the traced graph as JSON.
+before anything else runs; ``probe`` imports, builds and exports the model (in eval and in train mode)
+and serialises the transforms; ``runtime`` makes a student's module importable (stubs, fake datasets);
+``graph_export`` writes the exported graphs as JSON. This is the only place student code runs: the
+grader trains and evaluates the exported graph on the trusted side.
 """
 
 from __future__ import annotations
 
 import sys
 
-CHILDREN = {"probe": "grader.child.probe", "train": "grader.child.train"}
+CHILDREN = {"probe": "grader.child.probe"}
 
 
 def main() -> None:
-    """``python -c BOOT probe|train SPEC``: the children's entry (see grader/sandbox/launch.py)."""
+    """``python -c BOOT probe SPEC``: the children's entry (see grader/sandbox/launch.py)."""
     import importlib
 
     from grader.child.probe import run_as_child

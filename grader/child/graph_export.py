@@ -5,7 +5,7 @@ trusted side never unpickles anything; the trusted side re-validates every field
 
 Graph format (``GRAPH_SCHEMA``)::
 
-    {"schema": ..., "batch_dynamic": bool, "example_batch": int, "input_shape": [3, 32, 32],
+    {"schema": ..., "mode": "eval"|"train", "batch_dynamic": bool, "example_batch": int, "input_shape": [3, 32, 32],
      "inputs": [{"name", "kind": parameter|buffer|constant|user_input, "target", "shape", "dtype"}],
      "nodes": [{"name", "op": placeholder|call_function|output, "target": "aten::conv2d.default",
                 "args": [...], "kwargs": {...}, "shape": [...]|null, "module": "c1.0.0",
@@ -34,11 +34,29 @@ class ExportError(Exception):
     """The model could not be turned into an aten graph (the message says why)."""
 
 
-def export_model(model: torch.nn.Module, input_shape: tuple[int, int, int], root: Path) -> tuple[dict, dict]:
-    """Export ``model`` (eval mode) with a dynamic batch; return (graph JSON, tensors to save)."""
+def export_model(
+    model: torch.nn.Module, input_shape: tuple[int, int, int], root: Path, mode: str = "eval"
+) -> tuple[dict, dict]:
+    """Export ``model`` in ``mode`` ('eval', or 'train': batch norm on batch statistics and updating its
+    running statistics, dropout active) with a dynamic batch; return (graph JSON, tensors to save).
+
+    The model is left in eval mode. Exporting does not run the model on real tensors, so its weights
+    and BatchNorm statistics are the same afterwards."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    model.train(mode == "train")
+    try:
+        return _export(model, input_shape, root, mode)
+    finally:
+        model.eval()
+
+
+MODES = ("eval", "train")
+
+
+def _export(model: torch.nn.Module, input_shape: tuple[int, int, int], root: Path, mode: str) -> tuple[dict, dict]:
     from torch.export import Dim, export
 
-    model.eval()
     example = torch.randn(2, *input_shape)
     batch_dynamic = True
     try:
@@ -50,11 +68,16 @@ def export_model(model: torch.nn.Module, input_shape: tuple[int, int, int], root
             ep = export(model, (example,), strict=False)
         except Exception as exc:
             raise ExportError(f"torch.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    return _serialize(ep, batch_dynamic, input_shape, root)
+    return _serialize(ep, batch_dynamic, input_shape, root, mode)
 
 
-def _serialize(ep: Any, batch_dynamic: bool, input_shape: tuple[int, int, int], root: Path) -> tuple[dict, dict]:
+def _serialize(
+    ep: Any, batch_dynamic: bool, input_shape: tuple[int, int, int], root: Path, mode: str
+) -> tuple[dict, dict]:
     sig = ep.graph_signature
+    for out_spec in sig.output_specs:  # a graph that hands back more than its output (a mutation) is not one model
+        if out_spec.kind.name != "USER_OUTPUT":
+            raise ExportError(f"unsupported graph output kind {out_spec.kind.name} ({out_spec.target})")
     state = dict(ep.state_dict)
     state.update(dict(ep.constants))
     inputs, tensors = [], {}
@@ -74,6 +97,7 @@ def _serialize(ep: Any, batch_dynamic: bool, input_shape: tuple[int, int, int], 
     nodes = [_node(n, root) for n in ep.graph.nodes]
     graph = {
         "schema": GRAPH_SCHEMA,
+        "mode": mode,
         "batch_dynamic": batch_dynamic,
         "example_batch": 2,
         "input_shape": list(input_shape),

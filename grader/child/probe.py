@@ -6,7 +6,8 @@ It imports the model module, builds the model, exports its aten graph, builds th
 and measures CoarseDropout, then writes only inert files into the spec's ``out`` folder:
 
 - ``probe.json``: what happened at each step (typed errors included), candidates, transform description
-- ``graph.json`` + ``weights.safetensors``: the exported graph and its initial weights
+- ``graph.json`` + ``graph_train.json`` + ``weights.safetensors``: the graph exported in eval mode (what is
+  analysed and evaluated) and in train mode (what the trusted side trains), and the tensors they read
 - ``augmented.npy``: a grid of augmented probe images; ``summary.txt``: the torchinfo summary
 
 Every step catches its own failure and records it as a typed failure (``grader/failures.py``:
@@ -361,15 +362,30 @@ def main(spec_path: str) -> int:
 
 
 def export_graph(model: Any, spec: dict, root: Path, out: Path, report: dict) -> None:
+    """Both exports: eval mode (raises: nothing can be graded without it), then train mode (its
+    failure is recorded in ``report["train_export_error"]``: only the accuracy needs it)."""
     from safetensors.torch import save
 
     from grader.child import runtime
     from grader.child.graph_export import export_model
 
-    graph, tensors = export_model(model, tuple(spec["input_shape"]), root)
+    shape = tuple(spec["input_shape"])
+    graph, tensors = export_model(model, shape, root, "eval")
     graph["module_sites"] = runtime.module_sites(model)
     graph["model_class"] = type(model).__name__
     write_output(out, "graph.json", json.dumps(graph))
+    try:
+        train_graph, train_tensors = export_model(model, shape, root, "train")
+        train_graph["module_sites"] = graph["module_sites"]
+        train_graph["model_class"] = graph["model_class"]
+        tensors = train_tensors | tensors  # the same names hold the same tensors; constants may differ
+        write_output(out, "graph_train.json", json.dumps(train_graph))
+        report["steps"]["export_train"] = "ok"
+    except BaseException as exc:
+        report["steps"]["export_train"] = "failed"
+        err = typed_error(exc, root, "exporting the graph")
+        err["type"] = ErrorKind.EXPORT_FAILED.value
+        report["train_export_error"] = err
     write_output(out, "weights.safetensors", save(tensors))
 
 

@@ -37,7 +37,7 @@ BOOT = "import sys; sys.path.pop(0); from grader.child import main; main()"  # n
 
 
 def child_command(kind: str, spec: Path) -> list[str]:
-    """The argv of one of the grader's own children (``probe`` or ``train``)."""
+    """The argv of the grader's own child (``probe``: the only one; the training is trusted)."""
     return [sys.executable, "-s", "-c", BOOT, kind, str(spec)]
 
 

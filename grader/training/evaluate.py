@@ -1,8 +1,12 @@
-"""Trusted side's evaluation: the rebuilt graph with handed-over weights, on the TEST split.
+"""Trusted side's evaluation: the rebuilt eval graph with a set of weights, on the TEST split.
 
 The test images get the deterministic part of the student's own train pipeline (Normalize, ToFloat,
 ToTensorV2: what the model was trained to expect), rebuilt from its plain-data config, then the
 grader's tensor convention (``recipe.to_model_input``). Every accuracy figure comes from here.
+
+One image's prediction must not depend on the others: the images go in a seeded shuffled order (an
+image-folder split read in file order is sorted by class), and a sample is predicted again in other
+batches, of another size; outputs that change are ``BatchDependent``, and no accuracy is given.
 """
 
 from __future__ import annotations
@@ -63,7 +67,30 @@ def outputs_probabilities(graph: LoadedGraph) -> bool:
 class EvalResult:
     loss: float
     acc: float  # percent
-    predictions: np.ndarray
+    predictions: np.ndarray  # per image, in the split's own order
+
+
+class BatchDependent(Exception):
+    """An image's output changed when the other images of its batch did (the message has the figures)."""
+
+
+RECHECK_TOLERANCE = 1e-3  # relative to the largest output: float noise of another batch size stays far below
+
+
+def evaluation_order(n: int, seed: int) -> torch.Tensor:
+    """The seeded shuffle the images are evaluated in (not the split's order, which is by class)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919))
+
+
+def _outputs(
+    model: RebuiltModel, x: torch.Tensor, order: torch.Tensor, device: torch.device, batch: int
+) -> torch.Tensor:
+    """The model's outputs for ``x[order]``, batch by batch, in that order (on the CPU, float32)."""
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(order), batch):
+            outs.append(model(x[order[i : i + batch]].to(device)).float().cpu())
+    return torch.cat(outs) if outs else torch.zeros(0)
 
 
 def evaluate(
@@ -73,22 +100,51 @@ def evaluate(
     device: torch.device,
     batch_size: int = 500,
     probabilities: bool = False,
+    seed: int = 0,
+    fixed_batch: bool = False,
 ) -> EvalResult:
+    """Loss and accuracy of ``model`` on (x, y), evaluated in a seeded shuffled order.
+
+    Then a sample of the images is predicted again in another order and in batches of half the size
+    (``fixed_batch``: a graph that only runs at its own batch size keeps it): an output that changes
+    beyond float noise raises :class:`BatchDependent`.
+    """
     model.eval().to(device)
-    total_loss, correct = 0.0, 0
-    preds = []
-    with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            yb = y[i : i + batch_size].to(device)
-            out = model(xb).float()
-            logp = torch.log(out.clamp_min(1e-12)) if probabilities else F.log_softmax(out, 1)
-            total_loss += float(F.nll_loss(logp, yb, reduction="sum"))
-            p = out.argmax(1)
-            correct += int((p == yb).sum())
-            preds.append(p.cpu())
-    n = max(1, len(y))
-    return EvalResult(total_loss / n, 100.0 * correct / n, torch.cat(preds).numpy() if preds else np.zeros(0))
+    n = len(y)
+    if n == 0:
+        return EvalResult(0.0, 0.0, np.zeros(0, dtype=np.int64))
+    order = evaluation_order(n, seed)
+    shuffled = _outputs(model, x, order, device, batch_size)
+    out = torch.empty_like(shuffled)
+    out[order] = shuffled  # back in the split's order
+    _recheck(model, x, out, device, batch_size, seed, fixed_batch)
+    logp = torch.log(out.clamp_min(1e-12)) if probabilities else F.log_softmax(out, 1)
+    loss = float(F.nll_loss(logp, y, reduction="sum")) / n
+    predictions = out.argmax(1)
+    acc = 100.0 * int((predictions == y).sum()) / n
+    return EvalResult(loss, acc, predictions.numpy())
+
+
+def _recheck(
+    model: RebuiltModel, x: torch.Tensor, out: torch.Tensor, device: torch.device, batch: int, seed: int, fixed: bool
+) -> None:
+    """Predict a sample again with other neighbours (another order, batches of another size)."""
+    n = len(out)
+    other = evaluation_order(n, seed + 1)[: min(n, 2 * batch)]
+    size = batch if fixed else max(1, min(batch, len(other)) // 2)
+    if fixed and len(other) % batch:
+        other = other[: max(batch, len(other) - len(other) % batch)]
+    again = _outputs(model, x, other, device, size)
+    first = out[other]
+    scale = max(1.0, float(first.abs().max()))
+    gap = (again - first).abs().max(dim=1).values
+    worst = int(gap.argmax())
+    if float(gap[worst]) > RECHECK_TOLERANCE * scale:
+        raise BatchDependent(
+            f"test image {int(other[worst])} gets other outputs when the rest of its batch changes (by "
+            f"{float(gap[worst]):.3g}, outputs up to {scale:.3g}): in eval mode the model mixes the images of a "
+            "batch, so one image's prediction is not its own"
+        )
 
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -128,3 +184,31 @@ def model_with_weights(graph: LoadedGraph, weights: dict[str, torch.Tensor]) -> 
     needed = {i.target for i in graph.inputs if i.kind in ("parameter", "buffer")}
     model.load_weights(weights, strict_targets=needed)
     return model
+
+
+def check_checkpoint(graph: LoadedGraph, weights: dict[str, torch.Tensor]) -> None:
+    """A submitted checkpoint loads exactly: the graph's parameters and buffers, each with its shape and
+    dtype, and nothing else. GraphError('weights_mismatch') names what differs."""
+    held = {i.target: i for i in graph.inputs if i.kind in ("parameter", "buffer")}
+    problems = []
+    missing = sorted(set(held) - set(weights))
+    extra = sorted(set(weights) - set(held))
+    if missing:
+        problems.append(
+            f"missing {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        )
+    if extra:
+        problems.append(
+            f"tensors the model does not hold: {', '.join(extra[:3])}"
+            + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        )
+    for target in sorted(set(held) & set(weights)):
+        inp, value = held[target], weights[target]
+        if tuple(value.shape) != inp.shape:
+            problems.append(f"{target} has shape {list(value.shape)}, the model's is {list(inp.shape)}")
+        elif str(value.dtype).removeprefix("torch.") != inp.dtype:
+            problems.append(f"{target} is {str(value.dtype).removeprefix('torch.')}, the model's is {inp.dtype}")
+    if problems:
+        raise GraphError(
+            "weights_mismatch", "the checkpoint does not match the graded model: " + "; ".join(problems[:4])
+        )

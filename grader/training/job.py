@@ -1,21 +1,27 @@
-"""The training job (trusted side's orchestration): data, the sandboxed training child, per-epoch evaluation.
+"""The training job: the grader trains and evaluates the graph it graded.
 
-    trusted: load CIFAR-10 -> write the TRAIN split to .npy -> start the child (train split only)
-    child:   trains with the grader's recipe, hands over weights after every epoch (safetensors)
-    trusted: loads each epoch's weights into the graph rebuilt from the probe, evaluates it on the
-             TEST split, prints the epoch's row, stops the child once the target is reached
+Trusted side: no student code runs here.
 
-The verdict and every figure come from the trusted evaluation; the child's own numbers are only
-its train loss/accuracy.
+    train:     the train-mode graph the probe exported, rebuilt against the allowlist, every parameter
+               initialised by the grader (``initialise.py``), trained by ``recipe.py`` in this process on
+               the TRAIN split, with the student's pipeline rebuilt from plain data (``pipelines.py``)
+    evaluate:  after every epoch, those weights in the rebuilt eval-mode graph on the TEST split, in a
+               shuffled order, each image's output checked to be its own (``evaluate.py``); stop at target
+    --weights: a submitted checkpoint, loaded exactly into the eval graph, evaluated the same way and
+               shown with consistency figures that expose a memorised test set (``consistency.py``)
+
+No student code runs here: the graph is a list of allowlisted aten calls and the weights are tensors.
+The limits the sandbox gave the old training child still hold: a wall-clock limit (the state kept for
+a resumed run), a memory budget checked against the graph's measured activations before training, and
+an out-of-memory error is a typed failure for this student, never a crash of the grader.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import os
-import shutil
-import tempfile
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,35 +29,35 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from grader.boundary import TRAIN_OUTPUTS, UnsafeOutput, read_output
+from grader import __version__
 from grader.failures import ErrorKind, Failure
-from grader.graph import GraphError
-from grader.rubric import TRAINING_OVERRIDES, TRAINING_RUBRIC_ONLY
-from grader.sandbox import Limits, child_command, run_sandboxed
-from grader.sandbox.layers import describe as describe_layers
+from grader.graph import GraphError, LoadedGraph
 from grader.submission import Submission
 from grader.training import recipe
+from grader.training.consistency import Consistency, flipped, shifted, train_sample
 from grader.training.data import DataUnavailable, Split, load_split
 from grader.training.evaluate import (
+    BatchDependent,
     EvalResult,
+    check_checkpoint,
     evaluate,
     load_checkpoint,
     model_with_weights,
     outputs_probabilities,
     preprocess,
 )
+from grader.training.hyperparameters import resolve_hyp
+from grader.training.initialise import initialise
+from grader.training.pipelines import training_pipeline
 from grader.training.plots import curves_png, misclassified_png
 from grader.training.resume import FOLDER as STATE_FOLDER
 from grader.training.resume import RunStore, run_key
 from grader.training.source import CHECKPOINT, REPRODUCED
-from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from grader.evidence.logs import ChosenLog
-
-TUNABLE = TRAINING_OVERRIDES  # what a rubric's [training] and a submission's [grade.training] may set
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -60,65 +66,25 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_hyp(rubric_training: dict, requested: dict | None, epochs: int | None) -> tuple[dict, list[str]]:
-    """The recipe's hyperparameters: its own defaults (recipe.HYP), the rubric's overrides, then the
-    submission's requests within the rubric's caps."""
-    hyp = dict(recipe.HYP)
-    notes = []
-    for key in TUNABLE + TRAINING_RUBRIC_ONLY:
-        if key in rubric_training:
-            hyp[key] = rubric_training[key]
-    caps = {"epochs": int(rubric_training["max_epochs"]), "batch_size": int(rubric_training["max_batch_size"])}
-    wanted = dict(requested or {})
-    if epochs is not None:
-        wanted["epochs"] = epochs
-    for key, value in wanted.items():
-        if key in TRAINING_RUBRIC_ONLY:
-            notes.append(f"training setting {key}={value!r} ignored: only the course's rubric sets the {key}")
-            continue
-        if key not in TUNABLE or not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            notes.append(f"training setting {key}={value!r} ignored (allowed: {', '.join(TUNABLE)}, positive numbers)")
-            continue
-        if key in caps and value > caps[key]:
-            notes.append(f"{key}={value} is over the rubric's cap; {caps[key]} used")
-            value = caps[key]
-        hyp[key] = type(hyp[key])(value)
-    return hyp, notes
+class TrainingFailure(Exception):
+    """A typed reason this student's training or evaluation stopped (``failure`` is the result's dict)."""
+
+    def __init__(self, failure: dict):
+        super().__init__(failure["message"])
+        self.failure = failure
 
 
-class _Watcher:
-    """Polled by the sandbox while the child trains: evaluates each new epoch and decides the stop."""
+OUT_OF_MEMORY_TEXT = ("out of memory", "not enough memory", "DefaultCPUAllocator", "Cannot allocate")
 
-    def __init__(self, job: TrainingJob):
-        self.job = job
-        self.seen = 0
 
-    def __call__(self, final: bool = False) -> bool:
-        """Evaluate every complete new epoch; True to stop the child. A link where an epoch's file
-        belongs is waited on while the child runs (it writes by rename), and refused at the end."""
-        job = self.job
-        while self.seen < int(job.hyp["epochs"]):  # files past the planned epochs are not the child's
-            name = f"epoch_{self.seen + 1:03d}"
-            try:  # the stats are written after the weights: both there means the epoch is complete
-                stats = json.loads(read_output(job.out, f"{name}.json", TRAIN_OUTPUTS["epoch.json"]))
-                weights = read_output(job.out, f"{name}.safetensors", TRAIN_OUTPUTS["epoch.safetensors"])
-            except FileNotFoundError:
-                break
-            except UnsafeOutput as exc:
-                if not final:
-                    break
-                job.error = Failure(ErrorKind.UNSAFE_OUTPUT, f"the training child's output {exc}").to_dict()
-                return True
-            except ValueError as exc:
-                job.error = Failure(
-                    ErrorKind.UNSAFE_OUTPUT, f"the training child's output {name}.json: {exc}"
-                ).to_dict()
-                return True
-            self.seen += 1
-            if job.evaluate_epoch(self.seen, weights, stats if isinstance(stats, dict) else {}):
-                return True
-        job.show_progress()
-        return False
+def activation_bytes(graph: LoadedGraph, batch: int) -> int:
+    """About what one training step of ``graph`` holds at ``batch`` images: every node's output (kept
+    for the backward pass) and its gradient, float32, from the shapes measured at batch 2."""
+    total = 0
+    for node in graph.nodes:
+        if node.shape is not None:
+            total += math.prod(node.shape)
+    return int(total / 2 * batch * 4 * 2)
 
 
 class TrainingJob:
@@ -126,16 +92,15 @@ class TrainingJob:
 
     def __init__(self, facts: Any, disc: Any, work: Path, opts: Any, say: Any):
         self.facts, self.disc, self.work, self.opts, self.say = facts, disc, work, opts, say
-        self.graph = facts.graph
+        self.graph: LoadedGraph = facts.graph
         self.target = float(opts.rubric["rules"]["accuracy"]["target"])
-        self.out = work / "train"
+        self.seed = int(opts.rubric["training"].get("seed", recipe.HYP["seed"]))
         self.epochs: list[dict] = []
         self.error: dict | None = None
         self.start = time.monotonic()
         self.reached: dict | None = None
         self.last_weights: bytes | None = None
         self.predictions: np.ndarray | None = None  # of the last evaluated epoch
-        self.layers: dict = {}  # what protected the training child
         self.store: RunStore | None = None  # where this schedule is kept for a resumed grading
         self.kept: list[RunStore] = []  # every schedule's store: cleared, and only these, once results are written
         self.resumed_after: int | None = None  # the epochs an interrupted grading had run
@@ -143,37 +108,41 @@ class TrainingJob:
         self.header_printed = False
         self.console = _console()
         self.device = pick_device(opts.device)
+        self.pipeline_note: str | None = None
+        self.roles: dict[str, str] = {}  # parameter -> how the grader initialised it
+        self.last_progress = 0.0
 
     # ---- data --------------------------------------------------------------------------------------
     def load_test(self) -> Split:
         self.test = load_split("test", self.opts.data, self.opts.data_dir)
-        config = ((self.facts.probe or {}).get("transforms") or {}).get("to_dict")
-        self.x_test = preprocess(self.test.images, config)
+        self.config = ((self.facts.probe or {}).get("transforms") or {}).get("to_dict")
+        self.x_test = preprocess(self.test.images, self.config)
         self.y_test = torch.from_numpy(self.test.labels)
         self.probabilities = outputs_probabilities(self.graph)
         return self.test
 
     # ---- evaluation ----------------------------------------------------------------------------------
-    def evaluate_weights(self, weights: dict[str, torch.Tensor]) -> EvalResult:
+    def evaluate_weights(self, weights: dict[str, torch.Tensor], x: torch.Tensor | None = None) -> EvalResult:
+        """``weights`` in the rebuilt eval graph on the test images (or ``x``, the same images changed)."""
         model = model_with_weights(self.graph, weights)
         batch = 500 if self.graph.batch_dynamic else 2
-        return evaluate(model, self.x_test, self.y_test, self.device, batch, self.probabilities)
+        return evaluate(
+            model,
+            self.x_test if x is None else x,
+            self.y_test,
+            self.device,
+            batch,
+            self.probabilities,
+            seed=self.seed,
+            fixed_batch=not self.graph.batch_dynamic,
+        )
 
-    def evaluate_epoch(self, epoch: int, weights: bytes, stats: dict) -> bool:
-        from safetensors.torch import load
+    def evaluate_epoch(self, epoch: int, weights: dict[str, torch.Tensor], stats: dict) -> bool:
+        """Evaluate one epoch's weights, print and keep its row; True when training should stop."""
+        result = self.evaluate_weights(weights)
+        from safetensors.torch import save
 
-        try:
-            result = self.evaluate_weights(load(weights))
-        except GraphError as exc:
-            self.error = Failure(
-                ErrorKind(exc.kind),
-                f"epoch {epoch}: {exc} (the trained model does not match the graph that was graded)",
-            ).to_dict()
-            return True
-        except Exception as exc:
-            self.error = Failure(ErrorKind.EVALUATION_FAILED, f"epoch {epoch}: {type(exc).__name__}: {exc}").to_dict()
-            return True
-        self.last_weights = weights
+        self.last_weights = save(weights)
         self.predictions = result.predictions
         row = {
             "epoch": epoch,
@@ -187,28 +156,31 @@ class TrainingJob:
         }
         self.epochs.append(row)
         self.print_row(row)
-        self.keep(epoch, weights)
         if self.reached is None and result.acc >= self.target:
             self.reached = row
             return bool(self.opts.rubric["training"]["early_stop"])
         return False
 
+    def consistency(self, test_acc: float, weights: dict[str, torch.Tensor]) -> Consistency:
+        """The checkpoint's accuracy on flipped and shifted test images and on clean training images."""
+        margin = float(self.opts.rubric["rules"]["accuracy"].get("consistency_margin", 3.0))
+        flip = self.evaluate_weights(weights, preprocess(flipped(self.test.images), self.config)).acc
+        shift = self.evaluate_weights(weights, preprocess(shifted(self.test.images), self.config)).acc
+        train = load_split("train", self.opts.data, self.opts.data_dir)
+        pick = train_sample(len(train), self.seed)
+        model = model_with_weights(self.graph, weights)
+        batch = 500 if self.graph.batch_dynamic else 2
+        x, y = preprocess(train.images[pick], self.config), torch.from_numpy(train.labels[pick])
+        on_train = evaluate(model, x, y, self.device, batch, self.probabilities, seed=self.seed).acc
+        return Consistency(test_acc, flip, shift, on_train, margin)
+
     # ---- resuming ------------------------------------------------------------------------------------
-    def keep(self, epoch: int, weights: bytes) -> None:
-        """Save the run as of this epoch: the rows, the weights and the child's state, by value."""
-        state = None
-        # Weights, momentum and an average are about 3x the weights: a state far larger is not read.
-        cap = min(TRAIN_OUTPUTS["state.safetensors"], 3 * len(weights) + (1 << 20))
-        try:
-            state = read_output(self.out, f"state_{epoch:03d}.safetensors", cap) if self.store else None
-        except (OSError, UnsafeOutput):
-            pass  # this epoch cannot be resumed from; the rows and weights are kept all the same
-        for name in (f"epoch_{epoch:03d}.safetensors", f"state_{epoch:03d}.safetensors"):
-            (self.out / name).unlink(missing_ok=True)  # read: a long run does not fill the disk with them
+    def keep(self, state: bytes | None, complete: bool = False, extra: dict | None = None) -> None:
+        """Save the run as of its last epoch: the rows, the weights and the training state, by value."""
         if self.store is None:
             return
         try:
-            self.store.save(self.epochs, weights, state)
+            self.store.save(self.epochs, self.last_weights, state, complete=complete, extra=extra)
         except OSError as exc:
             self.say("train", f"could not keep the training state: {exc}")
             self.store = None
@@ -239,20 +211,19 @@ class TrainingJob:
             f"  {row['test_acc']:>7.2f}%  {row['lr']:>7.4f}  {row['seconds']:>7.1f}{mark}"
         )
 
-    def show_progress(self) -> None:
-        try:
-            p = json.loads(read_output(self.out, "progress.json", TRAIN_OUTPUTS["progress.json"]))
-            p = p if isinstance(p, dict) else {}
-        except (OSError, ValueError, UnsafeOutput):
+    def show_progress(self, epoch: int, seen: int, total: int, loss: float, acc: float) -> None:
+        """One line about the running epoch, at most once a second."""
+        now = time.monotonic()
+        if now - self.last_progress < 1.0:
             return
-        done = len(self.epochs)
-        per_epoch = (time.monotonic() - self.start) / max(1, done) if done else None
-        eta = f", ETA {per_epoch * (self.hyp['epochs'] - done) / 60:.0f} min" if per_epoch else ""
-        line = f"epoch {p.get('epoch')}/{self.hyp['epochs']}: {100 * p.get('seen', 0) / max(1, p.get('total', 1)):.0f}% loss {p.get('loss', 0):.3f} acc {100 * p.get('acc', 0):.1f}%{eta}"
+        self.last_progress = now
+        done = len(self.epochs) - (self.resumed_after or 0)
+        per_epoch = (now - self.start) / done if done > 0 else None
+        eta = f", ETA {per_epoch * (self.hyp['epochs'] - len(self.epochs)) / 60:.0f} min" if per_epoch else ""
+        line = f"epoch {epoch}/{self.hyp['epochs']}: {100 * seen / max(1, total):.0f}% loss {loss:.3f} acc {100 * acc:.1f}%{eta}"
         self.say("train", line)
-        if not self.console.is_terminal:
-            return
-        self.console.print(line, end="\r")
+        if self.console.is_terminal:
+            self.console.print(line, end="\r")
 
     # ---- schedules -----------------------------------------------------------------------------------
     def attempt(self, why: str) -> dict:
@@ -275,37 +246,30 @@ class TrainingJob:
         self.resumed_after, self.header_printed = None, False
 
     # ---- the run ---------------------------------------------------------------------------------------
-    def train(self, train: Split, snapshot: Path) -> None:
-        """Run the planned schedule in the sandboxed child; resume it where an interrupted grading
-        of the same submission and recipe left it (OUT/training_state)."""
-        model = next(c for c in self.facts.probe["candidates"] if c.get("chosen"))
-        spec_model = {
-            "file": model.get("file") or self.disc.models[0].file,
-            "class": model["class"],
-            "args": model["args"],
-            "kwargs": model["kwargs"],
-        }
-        transforms = transforms_spec(self.disc.transforms) if self.disc.transforms is not None else None
-        cuda = self.device.type == "cuda"
-        self.hyp["workers"] = min(8, max(1, (os.cpu_count() or 2) - 1)) if cuda else 1
-        index = self.disc.submission or Submission.scan(snapshot)
-        key = run_key(
-            # The files, and of the rubric only what shapes the model: its limits and target may change.
-            submission=index.content_hash({"course": self.opts.rubric["course"]}),
-            model=spec_model,
-            transforms=transforms,
+    def run_key(self, train: Split) -> str:
+        """What the figures depend on: the graph trained and evaluated, the pipeline, the recipe and its
+        hyperparameters, the device, the data, the grader's version."""
+        probe = self.facts.probe or {}
+        return run_key(
+            graph=_graph_digest(self.facts.train_graph, self.graph),
+            pipeline=((probe.get("transforms") or {}).get("to_dict")),
             hyp=self.hyp,
             recipe=hashlib.sha256(Path(recipe.__file__).read_bytes()).hexdigest(),  # another recipe, another run
+            grader=__version__,
             device=self.device.type,
             data=_fingerprint(train.images, train.labels, self.test.labels),  # the data, wherever it lies
         )
-        self.store = RunStore(self.opts.state_dir or self.opts.out_dir / STATE_FOLDER, key)
+
+    def train(self, train: Split) -> None:
+        """Run the planned schedule here; resume it where an interrupted grading of the same graph,
+        data and recipe left it (OUT/training_state)."""
+        self.store = RunStore(self.opts.state_dir or self.opts.out_dir / STATE_FOLDER, self.run_key(train))
         self.kept.append(self.store)
         saved = self.store.load() if self.opts.resume else None
         self.schedules += 1
         if saved is None and self.opts.resume and self.schedules == 1 and self.store.others():
             self.console.print(
-                f"[yellow]not resumed[/yellow]: {self.store.root} holds a run of another submission, rubric or recipe; training from epoch 1"
+                f"[yellow]not resumed[/yellow]: {self.store.root} holds a run of another model, rubric or recipe; training from epoch 1"
             )
         early_stop = bool(self.opts.rubric["training"]["early_stop"])
         if saved is not None and (
@@ -315,86 +279,134 @@ class TrainingJob:
             self.restore(
                 saved.rows, saved.weights, float(saved.extra.get("wall_s", saved.rows[-1].get("elapsed", 0.0)))
             )
-            self.error, self.layers = saved.extra.get("error"), saved.extra.get("layers") or {}
+            self.error = saved.extra.get("error")
             self.console.print(f"schedule of {self.hyp['epochs']} epochs: kept from an interrupted grading")
             for row in self.epochs:
                 self.print_row(row)
             return
-        data_dir = Path(tempfile.mkdtemp(prefix="train-data-", dir=self.work))  # the TRAIN split only
-        np.save(data_dir / "train_images.npy", train.images)
-        np.save(data_dir / "train_labels.npy", train.labels)
-        self.out = Path(tempfile.mkdtemp(prefix="train-out-", dir=self.work))
-        copy_root = fresh_copy(snapshot, self.work, self.disc, "train-copy-")  # nothing the probe wrote
-        spec: dict[str, Any] = {
-            "root": str(copy_root),
-            "cwd": str(copy_root / self.disc.assignment_dir) if self.disc.assignment_dir else str(copy_root),
-            "out": str(self.out),
-            "model": spec_model,
-            "transforms": transforms,
-            "train_images": str(data_dir / "train_images.npy"),
-            "train_labels": str(data_dir / "train_labels.npy"),
-            "hyp": self.hyp,
-            "device": str(self.device),
-            "threads": max(1, (os.cpu_count() or 2)),
-            "outputs_are_probabilities": self.probabilities,
-            "sys_path": [p for p in self.disc.sys_path if p]
-            + ([self.disc.assignment_dir] if self.disc.assignment_dir else []),
-        }
         self.start = time.monotonic()
-        watcher = _Watcher(self)
+        try:
+            self._run(train, saved)
+        except TrainingFailure as exc:
+            self.error = exc.failure
+        if self.error is not None and self.epochs:
+            self.error = self.error | {"message": self.error["message"] + f" (after {len(self.epochs)} epochs)"}
+        kind = (self.error or {}).get("type")
+        if kind == ErrorKind.RESUME_FAILED.value:
+            self.store.discard()  # the next grading trains from epoch 1
+        elif self.epochs and kind != ErrorKind.TIMEOUT.value:
+            extra = {"error": self.error, "wall_s": round(time.monotonic() - self.start, 1)}
+            self.keep(None, complete=True, extra=extra)
+
+    def _run(self, train: Split, saved: Any) -> None:
+        if self.facts.train_graph is None:
+            raise TrainingFailure(
+                self.facts.train_graph_failure
+                or Failure(ErrorKind.EXPORT_FAILED, "the model has no train-mode graph").to_dict()
+            )
+        graph = self.facts.train_graph
+        batch = int(self.hyp["batch_size"])
+        needed = activation_bytes(graph, max(batch, int(self.hyp.get("bn_batch") or 0)))
+        budget = int(self.opts.rubric["limits"]["train_memory_mb"]) << 20
+        if needed > budget:
+            raise TrainingFailure(
+                Failure(
+                    ErrorKind.OUT_OF_MEMORY,
+                    f"a training step at batch {batch} needs about {needed / 2**30:.1f} GiB for the graph's "
+                    f"activations, over the limit of {budget / 2**30:.1f} GiB ([limits] train_memory_mb)",
+                ).to_dict()
+            )
+        model = copy.deepcopy(graph.model)
+        roles = initialise(graph, self.seed, model)
+        self.roles = {target: role.role for target, role in roles.items()}
+        model.move_to(self.device)
+        pipeline, self.pipeline_note = training_pipeline(self.config, self.facts.mean, self.facts.std)
+        if self.pipeline_note:
+            self.console.print(f"[yellow]note[/yellow]: {self.pipeline_note}")
+        resume = None
         if saved is not None and saved.state_file is not None:
-            shutil.copyfile(saved.state_file, data_dir / "resume_state.safetensors")
-            spec["resume"] = {"file": str(data_dir / "resume_state.safetensors"), "epoch": len(saved.rows)}
+            try:
+                resume = recipe.TrainState.from_bytes(saved.state_file.read_bytes())
+                if resume.epoch != len(saved.rows):
+                    raise ValueError(f"it is of epoch {resume.epoch}, not {len(saved.rows)}")
+            except Exception as exc:
+                raise TrainingFailure(
+                    Failure(ErrorKind.RESUME_FAILED, f"the saved training state: {exc}").to_dict()
+                ) from exc
             self.restore(saved.rows, saved.weights, float(saved.rows[-1].get("elapsed", 0.0)))
-            watcher.seen = len(saved.rows)
             self.console.print(
                 f"[green]resuming[/green] after epoch {len(saved.rows)} of {self.hyp['epochs']}, kept in "
-                f"{self.store.root} by an interrupted grading (--no-resume trains from epoch 1)"
+                f"{self.store.root if self.store else '?'} by an interrupted grading (--no-resume trains from epoch 1)"
             )
             for row in self.epochs:
                 self.print_row(row)
-        spec_path = self.out / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        limits = self.opts.rubric["limits"]
-        child = run_sandboxed(
-            child_command("train", spec_path),
-            cwd=Path(spec["cwd"]),
-            writable=[copy_root, self.out],
-            readable=[data_dir],
-            forbidden=sensitive_paths(self.opts),
-            limits=Limits(
-                wall_s=float(limits["train_seconds"]),
-                cpu_s=10**7,
-                memory_mb=int(limits["train_memory_mb"]),
-            ),
-            gpu=cuda,
-            isolation=self.opts.isolation,
-            poll=watcher,
+        total = len(train)
+        deadline = self.start + float(self.opts.rubric["limits"]["train_seconds"])
+        epochs = recipe.train(
+            model,
+            train.images,
+            train.labels,
+            pipeline,
+            self.hyp,
+            self.device,
+            self.probabilities,
+            lambda epoch, seen, loss, acc: self.show_progress(epoch, seen, total, loss, acc),
+            resume,
+            deadline,
         )
+        try:
+            for stats in epochs:
+                weights = {model.targets.get(k, k): v for k, v in stats.weights.items()}
+                stop = self.evaluate_epoch(stats.epoch, weights, stats.log_entry())
+                self.keep(stats.state.to_bytes() if stats.state is not None else None)
+                if stop:
+                    break
+        except recipe.OutOfTime as exc:
+            limit = float(self.opts.rubric["limits"]["train_seconds"])
+            raise TrainingFailure(
+                Failure(ErrorKind.TIMEOUT, f"stopped after {limit:.0f} s (the time limit): {exc}").to_dict()
+            ) from exc
+        except BatchDependent as exc:
+            raise TrainingFailure(Failure(ErrorKind.BATCH_DEPENDENT, str(exc)).to_dict()) from exc
+        except FloatingPointError as exc:
+            raise TrainingFailure(Failure(ErrorKind.DIVERGED, str(exc)).to_dict()) from exc
+        except (MemoryError, torch.OutOfMemoryError) as exc:
+            raise TrainingFailure(_out_of_memory(exc)) from exc
+        except Exception as exc:  # the graph or the pipeline broke on real data: this student's failure
+            if any(text in str(exc) for text in OUT_OF_MEMORY_TEXT):
+                raise TrainingFailure(_out_of_memory(exc)) from exc
+            raise TrainingFailure(
+                Failure(ErrorKind.TRAINING_FAILED, f"{type(exc).__name__}: {str(exc)[:500]}", where="train").to_dict()
+            ) from exc
+        finally:
+            epochs.close()  # the data workers end with the generator
         if self.console.is_terminal:
             self.console.print(" " * 80, end="\r")
-        if not child.stopped:
-            watcher(final=True)  # epochs written just before the child ended
-        if self.error is None:
-            status = _read_json(self.out, "status.json")
-            failure = child.failure()
-            if status.get("error"):
-                self.error = status["error"]
-            elif failure and not self.epochs:
-                self.error = failure
-            elif failure:
-                self.error = failure | {"message": failure["message"] + f" (after {len(self.epochs)} epochs)"}
-        self.layers = child.layers
-        # The schedule is over (a run killed at the wall-clock limit stays resumable, the limit raised).
-        kind = (self.error or {}).get("type")
-        if self.store is not None and kind == ErrorKind.RESUME_FAILED.value:
-            self.store.discard()  # the next grading trains from epoch 1
-        elif self.store is not None and self.epochs and kind != ErrorKind.TIMEOUT.value:
-            extra = {"error": self.error, "layers": self.layers, "wall_s": round(time.monotonic() - self.start, 1)}
-            try:
-                self.store.save(self.epochs, self.last_weights, None, complete=True, extra=extra)
-            except OSError:
-                pass
+
+
+def _out_of_memory(exc: BaseException) -> dict:
+    return Failure(
+        ErrorKind.OUT_OF_MEMORY, f"training ran out of memory ({type(exc).__name__}: {str(exc)[:200]})"
+    ).to_dict()
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 2
+
+
+def _graph_digest(*graphs: LoadedGraph | None) -> str:
+    """A hash of the graphs' nodes and input names and shapes (their weights are the grader's own)."""
+    h = hashlib.sha256()
+    for graph in graphs:
+        if graph is None:
+            continue
+        for node in graph.nodes:
+            h.update(json.dumps([node.name, node.target, node.args, node.kwargs], default=str).encode())
+        for inp in graph.inputs:
+            h.update(f"{inp.kind}/{inp.target}/{inp.shape}/{inp.dtype}".encode())
+    return h.hexdigest()
 
 
 def student_log_claim(snapshot: Path, disc: Any) -> ChosenLog | None:
@@ -437,14 +449,6 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _read_json(folder: Path, name: str) -> dict:
-    try:
-        data = json.loads(read_output(folder, name, TRAIN_OUTPUTS[name]))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError, UnsafeOutput):
-        return {}
-
-
 def _console() -> Console:
     from rich.console import Console
 
@@ -452,12 +456,9 @@ def _console() -> Console:
 
 
 def unsandboxed_refusal(facts: Any, opts: Any) -> str | None:
-    """Why accuracy must not be decided here: no filesystem layer hid the test split from the code."""
-    from grader.sandbox import choose_layer
-
-    probe_layer = (facts.sandbox or {}).get("isolation")
-    train_layer = choose_layer(opts.isolation) if not opts.weights else probe_layer
-    if "plain" not in (probe_layer, train_layer) or opts.accept_unsandboxed:
+    """Why accuracy must not be decided here: no filesystem layer hid the test split from the probe,
+    where the submission's code ran (a constant built at import time could hold what it read)."""
+    if (facts.sandbox or {}).get("isolation") != "plain" or opts.accept_unsandboxed:
         return None
     return (
         "not decided: no filesystem sandbox (bubblewrap or Landlock) works on this machine, so the submission's "
@@ -465,14 +466,28 @@ def unsandboxed_refusal(facts: Any, opts: Any) -> str | None:
     )
 
 
+def refusal(facts: Any, opts: Any) -> str | None:
+    """Why the accuracy is not decided at all for this submission (None: train or evaluate it)."""
+    if facts.graph is None:
+        return "not run: the model could not be analysed, so there is nothing to train"
+    if facts.watches_grader:
+        first = facts.watches_grader[0]
+        return f"not decided: the code asks whether it is being exported or graded ({first}), so the graph may not be what runs"
+    if facts.params is not None and facts.params.hidden_data:
+        return (
+            f"not decided: the forward reads {facts.params.hidden_total:,} numbers that are neither parameters nor "
+            "BatchNorm statistics (hidden data, see the params rule)"
+        )
+    if facts.batch_mixing:
+        return f"refused: {facts.batch_mixing[0]}"
+    return unsandboxed_refusal(facts, opts)
+
+
 def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any, say: Any) -> dict | None:
     """Train (or evaluate ``opts.weights``) and return the training facts; None when it cannot run."""
-    if facts.graph is None:
-        facts.training_skipped = "not run: the model could not be analysed, so there is nothing to train"
-        return None
-    refusal = unsandboxed_refusal(facts, opts)
-    if refusal:
-        facts.training_skipped = refusal
+    why_not = refusal(facts, opts)
+    if why_not:
+        facts.training_skipped = why_not
         return None
     job = TrainingJob(facts, disc, work, opts, say)
     try:
@@ -483,15 +498,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         return None
     result: dict[str, Any] = {"target": job.target, "device": str(job.device), "data": test.source, "epochs": []}
     if opts.weights is not None:
-        result["source"] = CHECKPOINT
-        try:
-            evaluated = job.evaluate_weights(load_checkpoint(Path(opts.weights)))
-        except GraphError as exc:
-            result["error"] = Failure(ErrorKind(exc.kind), str(exc)).to_dict()
-            return result
-        result.update(best_test_acc=round(evaluated.acc, 2), test_loss=round(evaluated.loss, 4), epochs_run=0)
-        result["misclassified_png"] = misclassified_png(test.images, test.labels, evaluated.predictions, test.classes)
-        return result
+        return _checkpoint(job, test, result)
     result["source"] = REPRODUCED
     try:
         train = load_split("train", opts.data, opts.data_dir)
@@ -500,6 +507,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         return None
     facts.mean, facts.std = train.mean_std()
     job.hyp, notes = resolve_hyp(opts.rubric["training"], disc.pinned.get("training"), opts.epochs)
+    job.hyp["workers"] = min(8, max(1, _cpus() - 1)) if job.device.type == "cuda" else 1  # augmentation processes
     result["notes"] = notes
     if job.device.type == "cpu":
         minutes = len(train) / 50000 * 2.5
@@ -507,7 +515,7 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
             f"[yellow]training on the CPU[/yellow]: about {minutes:.1f} minutes per epoch for a 200k-parameter model on 2 cores; up to {job.hyp['epochs']} epochs"
         )
     say("train", f"{len(train)} training images, up to {job.hyp['epochs']} epochs on {job.device}")
-    job.train(train, submission)
+    job.train(train)
     attempts = [job.attempt("the planned schedule")]
     # An explicit --epochs is the schedule the TA asked for: no second one.
     claim = student_log_claim(submission, disc) if opts.epochs is None else None
@@ -519,12 +527,19 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
         )
         say("train", f"retraining with a {epochs}-epoch schedule ({why})")
         job.restart(epochs)
-        job.train(train, submission)
+        job.train(train)
         attempts.append(job.attempt(why))
     result["attempts"] = attempts
     result["compute_s"] = round(sum(a["wall_s"] for a in attempts), 1)
+    result["compute"] = {
+        "epochs": sum(a["epochs_run"] for a in attempts),
+        "images": sum(a["epochs_run"] for a in attempts) * len(train),
+        "seconds": result["compute_s"],
+    }
     result["hyp"] = job.hyp
-    result["sandbox"] = job.layers | {"summary": describe_layers(job.layers)}
+    result["initialised"] = job.roles
+    if job.pipeline_note:
+        result["pipeline_note"] = job.pipeline_note
     result["epochs"] = job.epochs
     result["epochs_run"] = len(job.epochs)
     result["error"] = job.error
@@ -556,4 +571,33 @@ def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any,
             store.discard()
     elif job.store is not None:  # stopped by the wall-clock limit: the next grading goes on from here
         job.console.print(f"the training state is kept in {job.store.root}: grading again resumes it")
+    return result
+
+
+def _checkpoint(job: TrainingJob, test: Split, result: dict) -> dict:
+    """A submitted checkpoint: loaded exactly, evaluated, and its consistency figures measured."""
+    result["source"] = CHECKPOINT
+    try:
+        weights = load_checkpoint(Path(job.opts.weights))
+        check_checkpoint(job.graph, weights)
+        evaluated = job.evaluate_weights(weights)
+        figures = job.consistency(evaluated.acc, weights)
+    except GraphError as exc:
+        result["error"] = Failure(ErrorKind(exc.kind), str(exc)).to_dict()
+        return result
+    except BatchDependent as exc:
+        result["error"] = Failure(ErrorKind.BATCH_DEPENDENT, str(exc)).to_dict()
+        return result
+    except DataUnavailable as exc:
+        result["error"] = Failure(
+            ErrorKind.EVALUATION_FAILED, f"the train split for the consistency figures: {exc}"
+        ).to_dict()
+        return result
+    except Exception as exc:
+        result["error"] = Failure(ErrorKind.EVALUATION_FAILED, f"{type(exc).__name__}: {str(exc)[:300]}").to_dict()
+        return result
+    result.update(best_test_acc=round(evaluated.acc, 2), test_loss=round(evaluated.loss, 4), epochs_run=0)
+    result["consistency"] = figures.to_dict()
+    result["misclassified_png"] = misclassified_png(test.images, test.labels, evaluated.predictions, test.classes)
+    job.console.print(f"checkpoint: {figures.explain()}")
     return result

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +43,10 @@ HYP: dict[str, float | int | bool] = {
     "workers": 2,  # DataLoader worker processes running the student's transforms
     "seed": 0,
 }
+
+
+class OutOfTime(Exception):
+    """The training's time limit was reached (``train``'s ``deadline``)."""
 
 
 def to_model_input(out: object) -> torch.Tensor:
@@ -349,13 +353,15 @@ def train(
     outputs_are_probabilities: bool = False,
     progress: Callable[[int, int, float, float], None] | None = None,
     resume: TrainState | None = None,
-) -> Iterator[EpochStats]:
+    deadline: float | None = None,
+) -> Generator[EpochStats, None, None]:
     """Train ``model`` in place; yield after every epoch so the caller can hand the weights over.
 
     The caller stops iterating to stop training (early stop once the trusted side has seen the
     target). ``outputs_are_probabilities``: the model ends in softmax, so the loss takes their log.
     ``resume``: the state after an epoch of an earlier run of the same model, data and hyp; the
-    epochs after it give the figures that run would have given.
+    epochs after it give the figures that run would have given. ``deadline`` (``time.monotonic()``):
+    past it, the next batch raises :class:`OutOfTime` (the epochs yielded so far stand).
     """
     seed = int(hyp["seed"])
     seed_everything(seed)
@@ -406,6 +412,8 @@ def train(
         start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in loader:
+            if deadline is not None and time.monotonic() > deadline:
+                raise OutOfTime(f"the time limit ended epoch {epoch} after {seen} images")
             factor = one_cycle(step, total_steps, float(hyp["warmup_fraction"]))
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor

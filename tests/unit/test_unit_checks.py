@@ -258,7 +258,8 @@ def test_small_rf_fails_receptive_field_and_buffer_weights_count(results):
     assert res["receptive_field"].evidence["rf"] == 23
     assert res["architecture"].status == "passed", res["architecture"].message
     assert res["params"].status == "failed"
-    assert "plus 200,000 weights held in buffers/constants (w)" in res["params"].message
+    assert res["params"].message.startswith("hidden data: besides 1,584 parameters the forward reads 200,000 numbers")
+    assert "w (buffer, float32 [25000, 8, 1, 1]" in res["params"].message
     assert res["params"].evidence["hidden_total"] == 200_000
 
 

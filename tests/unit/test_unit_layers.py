@@ -303,19 +303,30 @@ def test_params_are_counted_when_parameters_is_overridden(exported):
 
 def test_bn_statistics_are_counted_apart(exported):
     p = param_facts(exported(Normal).loaded)
-    assert p.bn_buffers == 32  # running mean and var of 16 channels; num_batches_tracked is not a statistic
+    assert p.bn_buffers == 33  # running mean and var of 16 channels, and the counter num_batches_tracked
+    assert p.hidden == [] and p.params == p.trainable
 
 
-def test_buffer_or_constant_used_as_a_conv_weight_is_hidden(exported):
+def test_every_tensor_the_forward_reads_counts_and_beyond_the_budget_is_hidden_data(exported):
+    """Buffers and constants of any dtype count as the model's numbers; BN statistics and tensors the
+    forward never reads do not. Beyond the budget they are hidden data, each listed with its line."""
     e = exported(BufferWeight)
     p = param_facts(e.loaded)
-    assert p.params == _numel(e.model) == 3 * 8 * 9 + 8 + 16
+    assert p.trainable == _numel(e.model) == 3 * 8 * 9 + 8 + 16
     by_name = {h["name"]: h for h in p.hidden}
-    assert by_name["secret"] == {"name": "secret", "kind": "buffer", "shape": [16, 8, 3, 3], "numel": 16 * 8 * 9}
+    assert {k: by_name["secret"][k] for k in ("kind", "shape", "dtype", "numel")} == {
+        "kind": "buffer",
+        "shape": [16, 8, 3, 3],
+        "dtype": "float32",
+        "numel": 16 * 8 * 9,
+    }
+    assert by_name["secret"]["line"].startswith("test_unit_layers.py:")  # the student's line that reads it
+    assert by_name["index"]["dtype"] == "int64" and by_name["scale"]["numel"] == 1  # any dtype, any size
     constants = [h for h in p.hidden if h["kind"] == "constant"]
     assert [(h["shape"], h["numel"]) for h in constants] == [([16, 16, 1, 1], 256)]
-    # a 1-element scale, an integer index, an unused buffer and BN statistics are not hidden weights
-    assert len(p.hidden) == 2
-    assert p.hidden_total == 16 * 8 * 9 + 256
-    assert p.bn_buffers == 16
-    assert not any("running" in h["name"] for h in p.hidden)
+    assert "unused" not in by_name and not any("running" in name for name in by_name)
+    assert p.hidden_total == 16 * 8 * 9 + 256 + 1 + 10
+    assert p.params == p.trainable + p.hidden_total
+    assert p.bn_buffers == 17  # running mean and var of 8 channels, and the counter
+    assert p.hidden_data  # 1,419 numbers beyond the default budget of 1,024
+    assert not param_facts(e.loaded, budget=2000).hidden_data

@@ -22,14 +22,12 @@ SHARED_MODULES = {
     "grader/__init__.py": "every import of grader.* runs it; it imports nothing at module level",
     "grader/boundary.py": "the inert files that cross: the child writes them, the trusted side reads them",
     "grader/landlock.py": "child/enter.py restricts the child with it; the trusted launcher asks its ABI",
-    "grader/failures.py": "the typed failures the probe and the training child record",
+    "grader/failures.py": "the typed failures the probe records",
     "grader/augment_inspect.py": "describes and measures the student's pipeline in the probe, the rebuilt one on the trusted side",
-    "grader/training/__init__.py": "the package marker the training child passes through to import the recipe",
-    "grader/training/recipe.py": "the training child trains with it; the trusted job reads its hyperparameters",
 }
 # Modules whose text this project does not edit: the recipe is kept readable top to bottom, so its side is
 # recorded here (and in SHARED_MODULES) rather than in its docstring.
-SIDE_RECORDED_HERE = {"grader/training/recipe.py": "shared"}
+SIDE_RECORDED_HERE = {"grader/training/recipe.py": "trusted"}
 
 
 def _modules() -> list[Path]:
@@ -149,12 +147,18 @@ def child_import_problems() -> list[str]:
     return problems
 
 
+def _child_scans() -> list[tuple[str, set[str]]]:
+    return [(_rel(p), grader_imports(p)) for p in sorted((GRADER / "child").rglob("*.py"))]
+
+
 def test_the_child_imports_nothing_trusted_only() -> None:
     assert not child_import_problems(), "\n".join(child_import_problems())
     # The walk sees the real imports (so an empty list above means something).
     probe = grader_imports(GRADER / "child" / "probe.py")
     assert {"grader/boundary.py", "grader/failures.py", "grader/augment_inspect.py"} <= probe
-    assert "grader/training/recipe.py" in grader_imports(GRADER / "child" / "train.py")
+    assert "grader/child/graph_export.py" in probe
+    # No training happens in a child any more: nothing there reaches the recipe.
+    assert not any(dep.startswith("grader/training/") for _rel_, deps in _child_scans() for dep in deps)
     # The children started by name (grader.child.main) are the child's own modules.
     tree = ast.parse((GRADER / "child" / "__init__.py").read_text())
     children = next(

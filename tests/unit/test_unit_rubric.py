@@ -64,7 +64,7 @@ def test_a_default_rubric_without_a_threshold_fails_instead_of_defaulting(monkey
 def test_the_recipe_holds_the_training_defaults_and_the_rubric_only_caps() -> None:
     from grader.rubric import TRAINING_OVERRIDES
     from grader.training import recipe
-    from grader.training.job import resolve_hyp
+    from grader.training.hyperparameters import resolve_hyp
 
     training = load_rubric()["training"]
     assert set(TRAINING_OVERRIDES) <= set(recipe.HYP)
@@ -72,12 +72,12 @@ def test_the_recipe_holds_the_training_defaults_and_the_rubric_only_caps() -> No
     assert resolve_hyp(training, None, None) == (recipe.HYP, [])
 
 
-def test_a_rubric_or_grade_toml_overrides_a_hyperparameter_within_the_caps(tmp_path: Path) -> None:
+def test_a_rubric_overrides_a_hyperparameter_and_a_submission_sets_only_what_the_rubric_lists(tmp_path: Path) -> None:
     from grader.training import recipe
-    from grader.training.job import resolve_hyp
+    from grader.training.hyperparameters import resolve_hyp
 
     path = tmp_path / "r.toml"
-    path.write_text("[training]\nweight_decay = 1e-3\nepochs = 12\nmax_epochs = 40\n")
+    path.write_text("[training]\nweight_decay = 1e-3\nepochs = 12\nsubmission_may_set = { epochs = [1, 40] }\n")
     training = load_rubric(path)["training"]
     hyp, notes = resolve_hyp(training, None, None)
     assert (hyp["weight_decay"], hyp["epochs"]) == (1e-3, 12) and notes == []
@@ -85,20 +85,52 @@ def test_a_rubric_or_grade_toml_overrides_a_hyperparameter_within_the_caps(tmp_p
         k: v for k, v in recipe.HYP.items() if k not in ("weight_decay", "epochs")
     }
     hyp, notes = resolve_hyp(training, {"weight_decay": 2e-3, "epochs": 50}, None)
-    assert hyp["weight_decay"] == 2e-3 and hyp["epochs"] == 40
-    assert notes == ["epochs=50 is over the rubric's cap; 40 used"]
+    assert hyp["weight_decay"] == 1e-3 and hyp["epochs"] == 40
+    assert notes == [
+        "training setting weight_decay=0.002 ignored: a submission may set epochs",
+        "epochs=50 is outside the course's range 1-40; 40 used",
+    ]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("batch_size", 1), ("bn_batch", 1), ("plain_final_epochs", 20), ("lr", 5.0), ("warmup_fraction", 0.9)],
+)
+def test_a_grade_toml_setting_the_default_rubric_does_not_list_is_ignored_with_a_note(key, value) -> None:
+    """batch_size = 1 costs many times the compute; plain_final_epochs trains without the shifts and
+    holes the augmentations rule credits: by default a submission may set only its epochs."""
+    from grader.training import recipe
+    from grader.training.hyperparameters import resolve_hyp
+
+    hyp, notes = resolve_hyp(load_rubric()["training"], {key: value}, None)
+    assert hyp[key] == recipe.HYP[key]
+    assert notes == [f"training setting {key}={value!r} ignored: a submission may set epochs"]
+    hyp, notes = resolve_hyp(load_rubric()["training"], {"epochs": 25}, None)
+    assert hyp["epochs"] == 25 and notes == []
+
+
+def test_a_course_lists_what_a_submission_may_set_with_ranges(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    for table, error in (
+        ("{ seed = [0, 9] }", "not a recipe setting"),
+        ("{ epochs = 20 }", "must be \\[low, high\\]"),
+        ("{ epochs = [30, 1] }", "above high"),
+    ):
+        path.write_text(f"[training]\nsubmission_may_set = {table}\n")
+        with pytest.raises(RubricError, match=error):
+            load_rubric(path)
 
 
 def test_only_the_rubric_sets_the_seed(tmp_path: Path) -> None:
     """A seed a submission could choose is a seed it could shop for until its model passes."""
-    from grader.training.job import resolve_hyp
+    from grader.training.hyperparameters import resolve_hyp
 
     path = tmp_path / "r.toml"
     path.write_text("[training]\nseed = 3\n")
     training = load_rubric(path)["training"]
     assert resolve_hyp(training, None, None)[0]["seed"] == 3
-    hyp, notes = resolve_hyp(training, {"seed": 7, "lr": 0.1}, None)
-    assert (hyp["seed"], hyp["lr"]) == (3, 0.1)
+    hyp, notes = resolve_hyp(training, {"seed": 7, "epochs": 9}, None)
+    assert (hyp["seed"], hyp["epochs"]) == (3, 9)
     assert notes == ["training setting seed=7 ignored: only the course's rubric sets the seed"]
     path.write_text("[training]\nbf16 = false\n")
     assert resolve_hyp(load_rubric(path)["training"], {"bf16": True}, None)[0]["bf16"] is False
