@@ -84,12 +84,24 @@ def test_accuracy(facts, check):
     training = facts.need("training")
     target = float(check.rule["target"])
     best = training.get("best_test_acc")
+    for note in [*(training.get("notes") or []), training.get("pipeline_note")]:
+        if note:
+            check.warn(note)
     if training.get("error"):
         err = training["error"]
         check.fail(f"the training job failed: {err['type']}: {err['message']}", hint=err.get("hint", ""))
     if best is None:
         check.fail("the training job reported no evaluated epoch")
     source = training.get("source", REPRODUCED)
+    consistency = training.get("consistency") or {}
+    if consistency.get("suspected") and best >= target:
+        check.fail(
+            f"memorisation suspected: the checkpoint's {consistency['summary']}",
+            hint="a model that learned CIFAR-10 does about as well on flipped or shifted test images and on its own "
+            "training images; train the model (grade with --train) instead of fitting the public test set",
+            best=best,
+            consistency=consistency,
+        )
     if best < target and from_checkpoint(training):
         check.fail(
             f"the submitted checkpoint's test accuracy is {best:.2f}%: {target - best:.2f} points short of {target:g}%",
@@ -120,7 +132,9 @@ def test_accuracy(facts, check):
     reached = training.get("epochs_to_target")
     check.passed(
         f"{best:.2f}% test accuracy ({source})"
-        + (f", target reached at epoch {reached} in {training.get('seconds_to_target', 0):.0f} s" if reached else ""),
+        + (f", target reached at epoch {reached} in {training.get('seconds_to_target', 0):.0f} s" if reached else "")
+        + (f"; {consistency['summary']}" if consistency else ""),
         best=best,
         epochs_to_target=reached,
+        **({"consistency": consistency} if consistency else {}),
     )

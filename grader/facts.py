@@ -46,6 +46,7 @@ class Facts:
     evidence: dict | None = None  # README / logs / notebooks (grader.evidence)
     training: dict | None = None  # the grader's own training job, when it ran
     training_skipped: str = "not run: pass --train (the default when a GPU is present) to train the model"
+    training_refused: dict | None = None  # typed reason the submission's own code keeps accuracy undecided
     mean: tuple[float, ...] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, ...] = (0.2470, 0.2435, 0.2616)
     warnings: list[str] = field(default_factory=list)
@@ -83,6 +84,8 @@ class Facts:
                 f"the train transforms could not be analysed: {reason['type']}: {reason['message']}", reason["type"]
             )
         if what == "training":
+            if self.training_refused is not None:
+                raise Undecidable(self.training_refused["message"], self.training_refused["type"])
             raise NotRun(self.training_skipped)
         if what == "evidence":
             raise NotRun("the submission's own evidence (README, logs) was not read")

@@ -243,6 +243,11 @@ def _facts_json(facts: Any) -> dict:
     if facts.graph is not None:
         out["output_shape"] = list(facts.graph.output_shape)
         out["ops"] = sorted({n.aten for n in facts.graph.nodes if n.aten})
+    # Lines a student recognises: a generated module's line becomes the notebook cell or file it came from.
+    locations = facts.discovery.locations if facts.discovery is not None else {}
+    out["batch_mixing"] = relabel_results(list(facts.batch_mixing), locations)
+    out["watches_grader"] = relabel_results(list(facts.watches_grader), locations)
+    out["training_refused"] = relabel_results(facts.training_refused, locations)
     out["summary"] = facts.summary_text
     out["transforms"] = (probe.get("transforms") or {}) | {"findings": facts.aug.to_dict() if facts.aug else None}
     out["augmented_grid"] = facts.augmented_grid_png

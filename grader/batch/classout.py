@@ -40,6 +40,10 @@ FIXED_COLUMNS = [
     "problems",
 ]
 TAIL_COLUMNS = ["arch_group", "content_hash", "source"]
+# What training the student cost, over every schedule (blank when the grader did not train it): last, so
+# that every older column keeps its place.
+COMPUTE_KEYS = ("epochs", "images", "seconds")
+COMPUTE_COLUMNS = [f"compute:{key}" for key in COMPUTE_KEYS]
 # Column labels of the class table (the full title is the column's tooltip): it must fit a laptop.
 SHORT = {
     "no_maxpool": "pool",
@@ -146,6 +150,7 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
         # What the student cost: every epoch trained, over every schedule, and its seconds.
         "train_epochs": sum(a.get("epochs_run", 0) for a in attempts) if attempts else training.get("epochs_run", ""),
         "train_s": training.get("compute_s", training.get("wall_s", "")),
+        "compute": {key: (training.get("compute") or {}).get(key) for key in COMPUTE_KEYS},
         "student": entry.student,
         "status": status_of(results),
         "mode": _mode(results),
@@ -173,18 +178,21 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
 def grades_csv(table: ClassTable) -> str:
     """The gradebook: one row per student; per rule its points (blank when not decided) and its
     status (passed/failed/error/skipped); per question of the assignment its total; the mode, the
-    maximum of the rules decided, and the failing rules with a short reason."""
+    maximum of the rules decided, and the failing rules with a short reason; last what training the
+    student cost (blank when not trained)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     per_rule_header = [h for r in table.rules for h in (rule_column(r["id"]), status_column(r["id"]))]
-    writer.writerow(FIXED_COLUMNS + [f"q:{q}" for q in QUESTIONS] + per_rule_header + TAIL_COLUMNS)
+    writer.writerow(FIXED_COLUMNS + [f"q:{q}" for q in QUESTIONS] + per_rule_header + TAIL_COLUMNS + COMPUTE_COLUMNS)
     for row in table.rows:
         fixed = [_fmt(row.get(c, "")) for c in FIXED_COLUMNS]
         questions = [_fmt((row.get("questions") or {}).get(q, "")) for q in QUESTIONS]
         per_rule = [
             v for r in table.rules for v in (_fmt(row["rules"].get(r["id"], "")), row["statuses"].get(r["id"], ""))
         ]
-        writer.writerow(fixed + questions + per_rule + [_fmt(row.get(c, "")) for c in TAIL_COLUMNS])
+        tail = [_fmt(row.get(c, "")) for c in TAIL_COLUMNS]
+        compute = [_fmt((row.get("compute") or {}).get(key)) for key in COMPUTE_KEYS]
+        writer.writerow(fixed + questions + per_rule + tail + compute)
     return buffer.getvalue()
 
 

@@ -5,12 +5,28 @@ Trusted side.
 
 from __future__ import annotations
 
+from collections import Counter
 from importlib import resources
 
 import jinja2
 
 from grader.augment_inspect import flatten
+from grader.training.consistency import SHIFT, TRAIN_SAMPLE
 from grader.training.source import from_checkpoint
+
+# The roles the grader initialises a parameter as (grader/training/initialise.py), in the order the report lists them.
+ROLE_ORDER = (
+    "conv weight",
+    "conv bias",
+    "linear weight",
+    "linear bias",
+    "norm weight",
+    "norm bias",
+    "prelu weight",
+    "other weight",
+    "other scale",
+    "other offset",
+)
 
 
 def environment() -> jinja2.Environment:
@@ -20,7 +36,10 @@ def environment() -> jinja2.Environment:
     )
     env.globals["leaves"] = flatten
     env.globals["from_checkpoint"] = from_checkpoint
+    env.globals["consistency_shift"] = SHIFT
+    env.globals["consistency_train_sample"] = TRAIN_SAMPLE
     env.filters["num"] = _num
+    env.filters["role_counts"] = role_counts
     return env
 
 
@@ -31,6 +50,22 @@ def _num(value: object) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.2f}"
+
+
+def role_counts(initialised: object) -> str:
+    """{tensor: role} -> '17 conv weights, 1 linear weight, 17 norm weights, 17 norm biases' ('' for anything else)."""
+    if not isinstance(initialised, dict):
+        return ""
+    counts = Counter(str(role) for role in initialised.values())
+    rank = {role: i for i, role in enumerate(ROLE_ORDER)}
+    order = sorted(counts, key=lambda role: (rank.get(role, len(ROLE_ORDER)), role))
+    return ", ".join(f"{counts[role]} {_plural(role, counts[role])}" for role in order)
+
+
+def _plural(role: str, count: int) -> str:
+    if count == 1:
+        return role
+    return role + ("es" if role.endswith(("s", "x", "sh", "ch")) else "s")
 
 
 def render_report(results: dict, training_html: str = "", evidence_html: str = "") -> str:

@@ -466,26 +466,40 @@ def unsandboxed_refusal(facts: Any, opts: Any) -> str | None:
     )
 
 
-def refusal(facts: Any, opts: Any) -> str | None:
-    """Why the accuracy is not decided at all for this submission (None: train or evaluate it)."""
-    if facts.graph is None:
-        return "not run: the model could not be analysed, so there is nothing to train"
+def refusal(facts: Any) -> dict | None:
+    """Why this submission's accuracy is not decided, as a typed failure of the submission (its code
+    watches the grader, its forward reads hidden data, or it mixes the images of a batch); None: train
+    or evaluate it."""
     if facts.watches_grader:
-        first = facts.watches_grader[0]
-        return f"not decided: the code asks whether it is being exported or graded ({first}), so the graph may not be what runs"
+        return Failure(
+            ErrorKind.WATCHES_GRADER,
+            f"not decided: the code asks whether it is being exported or graded ({facts.watches_grader[0]}), "
+            "so the graph the grader would train may not be what runs",
+        ).to_dict()
     if facts.params is not None and facts.params.hidden_data:
-        return (
-            f"not decided: the forward reads {facts.params.hidden_total:,} numbers that are neither parameters nor "
-            "BatchNorm statistics (hidden data, see the params rule)"
-        )
+        return Failure(
+            ErrorKind.HIDDEN_DATA,
+            f"not decided: the forward reads {facts.params.hidden_total:,} numbers that are neither parameters "
+            "nor BatchNorm statistics (hidden data: see the params rule)",
+        ).to_dict()
     if facts.batch_mixing:
-        return f"refused: {facts.batch_mixing[0]}"
-    return unsandboxed_refusal(facts, opts)
+        return Failure(
+            ErrorKind.BATCH_DEPENDENT,
+            f"refused: {facts.batch_mixing[0]}: in eval mode an image's prediction must not depend on the other "
+            "images of its batch",
+        ).to_dict()
+    return None
 
 
 def run_training(facts: Any, disc: Any, submission: Path, work: Path, opts: Any, say: Any) -> dict | None:
     """Train (or evaluate ``opts.weights``) and return the training facts; None when it cannot run."""
-    why_not = refusal(facts, opts)
+    if facts.graph is None:
+        facts.training_skipped = "not run: the model could not be analysed, so there is nothing to train"
+        return None
+    facts.training_refused = refusal(facts)
+    if facts.training_refused is not None:
+        return None
+    why_not = unsandboxed_refusal(facts, opts)
     if why_not:
         facts.training_skipped = why_not
         return None

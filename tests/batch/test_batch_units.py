@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -202,3 +203,38 @@ def test_class_outputs_from_committed_results(tmp_path: Path) -> None:
     scope = json.loads((tmp_path / "bob" / "gradescope" / "results.json").read_text())
     assert scope["score"] == 0 and scope["output"] == "timeout: killed" and len(scope["tests"]) == len(rubric["rules"])
     assert gradescope(ok)["tests"][0]["status"] == "passed"
+
+
+def test_the_gradebook_ends_with_what_training_cost(tmp_path: Path) -> None:
+    """compute:epochs/images/seconds, last; blank for a student the grader did not train (a checkpoint too)."""
+    rubric = load_rubric()
+    store = Store(tmp_path)
+    trained = error_results("ann", {"type": "x"}, rubric, "h1")
+    trained["error"] = None
+    trained["facts"]["training"] = {
+        "source": "reproduced by the grader",
+        "attempts": [{"epochs_run": 20}, {"epochs_run": 4}],
+        "compute_s": 312.4,
+        "compute": {"epochs": 24, "images": 1_200_000, "seconds": 312.4},
+    }
+    checkpoint = error_results("bob", {"type": "x"}, rubric, "h2")
+    checkpoint["error"] = None
+    checkpoint["facts"]["training"] = {"source": "checkpoint accuracy", "epochs_run": 0, "best_test_acc": 99.5}
+    untrained = error_results("cid", {"type": "x"}, rubric, "h3")
+    for name, results in (("ann", trained), ("bob", checkpoint), ("cid", untrained)):
+        store.commit(name, {"results.json": json.dumps(results).encode()}, {"key": "k"})
+    entries = [Entry(s, "folder", f"/x/{s}") for s in ("ann", "bob", "cid", "dan")]
+    write_class_outputs(store, entries, rubric, set())
+    with open(tmp_path / "grades.csv", newline="") as f:
+        header = next(csv.reader(f))
+    with open(tmp_path / "grades.csv", newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert header[-3:] == ["compute:epochs", "compute:images", "compute:seconds"]
+    assert header[-6:-3] == ["arch_group", "content_hash", "source"]  # every older column keeps its place
+    assert header[:7] == ["student", "status", "score", "max_score", "bonus", "total", "error_type"]
+    ann = rows["ann"]
+    assert (ann["compute:epochs"], ann["compute:images"], ann["compute:seconds"]) == ("24", "1200000", "312.4")
+    assert ann["mode"] == "trained" and ann["train_epochs"] == "24" and ann["train_s"] == "312.4"
+    for student in ("bob", "cid", "dan"):  # a checkpoint, no training, not graded
+        assert [rows[student][c] for c in header[-3:]] == ["", "", ""], student
+    assert rows["bob"]["mode"] == "checkpoint" and rows["dan"]["status"] == "not_graded"
