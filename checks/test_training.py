@@ -1,7 +1,7 @@
 """Rules on the augmentations, the GPU and the accuracy (Q&A 3 and 4, and the model code's GPU use)."""
 
 from grader.checks.augmentations import judge
-from grader.checks_api import rule
+from grader.checks_api import rule, undecidable
 from grader.training.source import REPRODUCED, from_checkpoint
 
 
@@ -32,6 +32,12 @@ def test_augmentations(facts, check):
             hint=_aug_hint(verdict),
             problems=verdict.problems,
             **evidence,
+        )
+    if not found.trusted:
+        undecidable(
+            "the train pipeline holds transforms the grader cannot rebuild, and what the submission's process wrote "
+            "about it is not believed: the augmentations are not decided",
+            "transforms_build_failed",
         )
     check.passed(
         f"HorizontalFlip, ShiftScaleRotate and CoarseDropout ({found.spelling} spelling: 1 hole of 16x16 filled with the mean)",

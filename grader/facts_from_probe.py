@@ -266,6 +266,7 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
         ).to_dict()
         return
     trusted_probe = None
+    pipeline = trusted.pop("pipeline")
     try:
         import warnings
 
@@ -273,7 +274,7 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trusted_probe = probe_coarse_dropout(trusted.pop("pipeline"))
+            trusted_probe = probe_coarse_dropout(pipeline) if pipeline is not None else None
     except Exception as exc:
         facts.warnings.append(f"the rebuilt pipeline could not be probed ({type(exc).__name__})")
     facts.aug_inputs = (trusted, trusted_probe, texts, calls)
@@ -285,6 +286,36 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
             facts.augmented_grid_png = grid_png(grid)
         except (ValueError, OSError):
             pass
+
+
+def _own_classes(config: Any) -> list[dict]:
+    """The leaves of a serialised pipeline, when some are not albumentations' (``module.Class`` names);
+    [] when every leaf is albumentations' own or the config is not a pipeline."""
+    from albumentations.core.serialization import SERIALIZABLE_REGISTRY
+
+    transform = config.get("transform") if isinstance(config, dict) else None
+    leaves: list[dict] = []
+
+    def walk(t: Any) -> None:
+        if isinstance(t, dict) and isinstance(t.get("transforms"), list):
+            for child in t["transforms"]:
+                walk(child)
+        elif isinstance(t, dict) and isinstance(t.get("__class_fullname__"), str):
+            full = t["__class_fullname__"]
+            module, _, name = full.rpartition(".")
+            p = t.get("p") if isinstance(t.get("p"), (int, float)) else None
+            leaves.append(
+                {
+                    "class": name or full,
+                    "module": module or "albumentations",
+                    "p": p,
+                    "attrs": {},
+                    "own": full not in SERIALIZABLE_REGISTRY,
+                }
+            )
+
+    walk(transform)
+    return leaves if any(leaf["own"] for leaf in leaves) else []
 
 
 def trusted_description(transforms: dict, calls: list[dict], sources: Any) -> tuple[dict | None, str]:
@@ -302,6 +333,11 @@ def trusted_description(transforms: dict, calls: list[dict], sources: Any) -> tu
     try:
         pipeline = rebuild(config)
     except PipelineRefused as exc:
+        own = _own_classes(config)
+        if own:  # the submission's own classes: enough to fail the rule, never to pass it
+            site = transforms.get("site")
+            return {"site": site if isinstance(site, str) else None, "version": A.__version__, "trusted": False,
+                    "description": {"class": "Compose", "transforms": own}, "to_dict": config, "pipeline": None}, ""  # fmt: skip
         why = transforms.get("to_dict_error") or str(exc)
         return None, str(why)[:300]
     desc = describe(pipeline)

@@ -31,6 +31,7 @@ class AugFindings:
     """What the train pipeline is: its transforms, and its (first) CoarseDropout in the pipeline's value space."""
 
     built: bool = False  # an albumentations train pipeline was built and described
+    trusted: bool = True  # rebuilt and described by the grader; False: its own serialisation, which can only fail
     site: str | None = None  # where it is built (file:line)
     version: str | None = None  # the albumentations that built it
     transforms: list[dict] = field(default_factory=list)  # every leaf transform in order: class, module, p
@@ -157,6 +158,7 @@ def analyze(
     if not transforms:
         return f
     f.built, f.site, f.version = True, transforms.get("site"), transforms.get("version")
+    f.trusted = transforms.get("trusted", True) is not False
     leaves = _leaves(transforms["description"])
     f.transforms = [{"class": t["class"], "module": t.get("module"), "p": t.get("p")} for t in leaves]
     if any(t["class"] == "CoarseDropout" for t in leaves):

@@ -90,8 +90,8 @@ if _FOUND:
 """
 
 
-def test_the_data_folders_are_invisible_to_probe_and_training(tmp_path, data, outside, layer):
-    """`--data` (a private test split outside /tmp) and `--data-dir`: no file of them, in either child."""
+def test_the_data_folders_are_invisible_to_the_probe(tmp_path, data, outside, layer):
+    """`--data` (a private test split outside /tmp) and `--data-dir`: no file of them in the probe."""
     cache = outside / "cifar-cache"
     (cache / "cifar-10-batches-py").mkdir(parents=True, exist_ok=True)
     folders = [
@@ -118,7 +118,7 @@ def test_the_data_folders_are_invisible_to_probe_and_training(tmp_path, data, ou
     assert results["error"] is None, (results["error"], out[-2000:])  # the probe read nothing
     training = results["facts"]["training"]
     assert training["error"] is None and training["epochs_run"] == 1, (training.get("error"), out[-2000:])
-    assert training["sandbox"]["filesystem"] == layer
+    assert results["facts"]["sandbox"]["isolation"] == layer
     assert "private-test" not in results["output"]
 
 
@@ -158,8 +158,9 @@ _RECALL = """
 """
 
 
-def test_a_memorising_model_reads_nothing_and_gets_what_it_learned(tmp_path, data, layer):
-    """A model carrying the test images as a constant (built at import) would score 100%; it reads none."""
+def test_a_memorising_model_reads_nothing_and_is_refused_as_hidden_data(tmp_path, data, layer):
+    """A model carrying the test images as a constant (built at import) would score 100%: under the
+    sandbox it reads none of them, and the constant it carries is hidden data all the same."""
     sub = hostile(tmp_path, _MEMORISE.format(test=str(data / "test")))
     model = (sub / "model.py").read_text()
     start = model.index("    def forward(self, x):")
@@ -168,14 +169,14 @@ def test_a_memorising_model_reads_nothing_and_gets_what_it_learned(tmp_path, dat
         sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", layer, "--rubric", rubric(tmp_path)
     )
     assert "MEMORISED 0" in results["output"], results["output"][-1000:]
-    training = results["facts"]["training"]
-    assert training["error"] is None, training["error"]
-    assert training["best_test_acc"] < 99.0, out[-1500:]  # what one epoch taught it, not the answers
-    assert by_id(results)["accuracy"]["status"] == "failed"
+    assert results["facts"]["training"] is None, out[-1500:]
+    accuracy = by_id(results)["accuracy"]
+    assert accuracy["status"] == "error" and accuracy["evidence"]["error_type"] == "hidden_data"
 
 
-def test_the_memorising_model_would_score_full_marks_if_it_could_read(tmp_path, data):
-    """Control for the test above: with the test split in reach (plain, risk accepted) it is forged."""
+def test_the_memorising_model_that_could_read_is_refused_as_hidden_data(tmp_path, data):
+    """Control for the test above: with the test split in reach (plain, risk accepted) the model does
+    memorise it, as a constant of 80 images; the forward reading it is hidden data, so no accuracy."""
     sub = hostile(tmp_path, _MEMORISE.format(test=str(data / "test")))
     model = (sub / "model.py").read_text()
     start = model.index("    def forward(self, x):")
@@ -193,7 +194,10 @@ def test_the_memorising_model_would_score_full_marks_if_it_could_read(tmp_path, 
         rubric(tmp_path),
     )
     assert "MEMORISED 80" in results["output"]
-    assert results["facts"]["training"]["best_test_acc"] == 100.0, out[-1500:]
+    assert results["facts"]["training"] is None, out[-1500:]
+    accuracy = by_id(results)["accuracy"]
+    assert accuracy["status"] == "error" and accuracy["evidence"]["error_type"] == "hidden_data"
+    assert by_id(results)["params"]["message"].startswith("hidden data")
 
 
 def test_plain_isolation_does_not_decide_accuracy(tmp_path, data):
@@ -246,9 +250,7 @@ _HOST = {host!r}
 _argv = open("/proc/self/cmdline", "rb").read().decode().split("\\0")  # the child's spec is its last argument
 _spec = json.load(open(_argv[-2])) if _argv[-2].endswith(".json") else {{}}
 _out = _spec.get("out")
-_NAMES = ["probe.json", "graph.json", "weights.safetensors", "summary.txt", "augmented.npy", "status.json",
-          "progress.json"] + [f"{{kind}}_{{i:03d}}.{{ext}}" for i in range(1, 4)
-          for kind, ext in (("epoch", "json"), ("epoch", "safetensors"), ("state", "safetensors"))]
+_NAMES = ["probe.json", "graph.json", "graph_train.json", "weights.safetensors", "summary.txt", "augmented.npy"]
 
 def _plant(name):
     # The link is made beside the output and renamed over it: the output is never absent, so what the
@@ -284,7 +286,7 @@ if _out and {when!r} == "after":
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("isolation", ["bubblewrap", "landlock", "plain"])
 def test_links_planted_in_the_outputs_bring_in_no_host_file(tmp_path, data, host_file, when, isolation):
-    """Links under every output name of both children, before and after they write: no content crosses."""
+    """Links under every output name of the probe, before and after it writes: no content crosses."""
     require(isolation)
     sub = hostile(tmp_path, _PLANT.format(host=str(host_file), when=when))
     args = ["--train", "--data", str(data), "--isolation", isolation, "--rubric", rubric(tmp_path)]
@@ -295,7 +297,7 @@ def test_links_planted_in_the_outputs_bring_in_no_host_file(tmp_path, data, host
     assert SECRET not in outputs_text(tmp_path / "out"), "a host file reached the outputs"
     assert SECRET not in out
     assert host_file.read_text() == SECRET + "\n"  # and the grader's own writes never went through a link
-    if when == "before":  # the children replace the links with their outputs: grading goes on
+    if when == "before":  # the probe replaces the links with its outputs: grading goes on
         assert results["error"] is None, results["error"]
         assert results["facts"]["training"]["error"] is None, results["facts"]["training"]["error"]
     else:  # refused, and said so
@@ -308,17 +310,11 @@ def test_links_planted_in_the_outputs_bring_in_no_host_file(tmp_path, data, host
 
 
 _MARK = """
-import json, os, sys
-_argv = open("/proc/self/cmdline", "rb").read().decode().split("\\0")  # the child's spec is its last argument
-_spec = json.load(open(_argv[-2])) if _argv[-2].endswith(".json") else {}
-if "hyp" in _spec and os.path.exists("left_by_the_probe.txt"):
-    raise RuntimeError("the training child sees what the probe wrote")
-if "hyp" not in _spec:
-    open("left_by_the_probe.txt", "w").write("x")
+open("left_by_the_probe.txt", "w").write("x")
 """
 
 
-def test_each_child_gets_a_fresh_working_copy(tmp_path, data, layer):
+def test_the_probe_writes_into_a_copy_never_the_submission(tmp_path, data, layer):
     sub = hostile(tmp_path, _MARK)
     _, results, out = run_grade(
         sub, tmp_path / "out", "--train", "--data", str(data), "--isolation", layer, "--rubric", rubric(tmp_path)
