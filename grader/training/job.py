@@ -248,7 +248,8 @@ class TrainingJob:
     # ---- the run ---------------------------------------------------------------------------------------
     def run_key(self, train: Split) -> str:
         """What the figures depend on: the graph trained and evaluated, the pipeline, the recipe and its
-        hyperparameters, the device, the data, the grader's version."""
+        hyperparameters, the device, the data, the grader's version, and the isolation the probe ran
+        under (a run begun under another sandbox is not this one's)."""
         probe = self.facts.probe or {}
         return run_key(
             graph=_graph_digest(self.facts.train_graph, self.graph),
@@ -256,6 +257,7 @@ class TrainingJob:
             hyp=self.hyp,
             recipe=hashlib.sha256(Path(recipe.__file__).read_bytes()).hexdigest(),  # another recipe, another run
             grader=__version__,
+            isolation=(self.facts.sandbox or {}).get("isolation"),  # the probe's: what the code could read
             device=self.device.type,
             data=_fingerprint(train.images, train.labels, self.test.labels),  # the data, wherever it lies
         )

@@ -247,3 +247,27 @@ def test_the_trusted_pipeline_is_albumentations_own_or_the_canonical_one():
     custom["transform"]["transforms"][0]["__class_fullname__"] = "model.MyFlip"
     with pytest.raises(PipelineRefused):
         rebuild(custom)
+
+
+class Factory(nn.Module):
+    """Creates a tensor in its forward (on the input's device): the graph records a device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(10, dtype=x.dtype, device=x.device)
+        return self.fc(x.mean((2, 3))) + steps
+
+
+def test_moving_a_rebuilt_graph_moves_what_it_creates_too():
+    """The GPU branch, checked on the CPU: every tensor the graph makes follows the model's device."""
+    graph, tensors = export_model(Factory(), (3, 32, 32), HERE, "eval")
+    loaded = load_graph(json.loads(json.dumps(graph)), tensors)
+    model = copy.deepcopy(loaded.model).move_to(torch.device("meta"))
+    devices = [n.kwargs["device"] for n in model.gm.graph.nodes if n.op == "call_function" and "device" in n.kwargs]
+    assert devices and all(d == torch.device("meta") for d in devices)
+    assert all(t.device.type == "meta" for t in model.state_dict().values())
+    out = model(torch.zeros(2, 3, 32, 32, device="meta"))
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 10)
