@@ -2,7 +2,7 @@
 
 from grader.analysis.layers import HEAD_OPS, MAXPOOL_OPS, downstream_ops, followed_by_pointwise
 from grader.analysis.receptive_field import is_transition
-from grader.checks_api import rule
+from grader.checks_api import rule, undecidable
 
 
 @rule("no_maxpool", points=15)
@@ -11,11 +11,16 @@ def test_no_maxpool(facts, check):
     graph = facts.need("graph")
     found = [n for n in graph.nodes if n.aten in MAXPOOL_OPS]
     found += [layer.node for layer in facts.layers if layer.kind == "global_max"]
+    # Max pooling by what it computes: a maximum of shifted slices, a max over dims split from H or W.
+    by_hand = [layer for layer in facts.layers if layer.via and layer.kind in ("maxpool", "global_max")]
+    found += [n for layer in by_hand for n in layer.via]
     mentions = facts.sources.maxpool_lines if facts.sources else []
     if found:
         where = "; ".join(dict.fromkeys(n.where() for n in found))
+        written = "; ".join(f"{layer.describe()} at {layer.node.where()}" for layer in by_hand)
         check.fail(
-            f"max pooling runs in the model: {where}",
+            f"max pooling runs in the model: {where}"
+            + (f" (a max over a window of the map: {written})" if written else ""),
             hint="replace each max pool with a 3x3 convolution with stride 2 (or a dilated convolution)",
             layers=[n.where() for n in found],
             source_mentions=mentions[:10],
@@ -36,9 +41,15 @@ def test_architecture(facts, check):
     reducers = [layer for layer in before_gap if is_transition(layer) or (layer.shrinks and layer.kind != "conv")]
     pools = [layer for layer in reducers if layer.kind != "conv"]
     if pools:
+        pooling = [p for p in pools if p.kind != "resample"]
+        other = [p for p in pools if p.kind == "resample"]
+        parts = ["by pooling: " + "; ".join(f"{p.describe()} at {p.node.where()}" for p in pooling)] if pooling else []
+        if other:  # a strided slice, a crop, pixel_unshuffle: smaller without a convolution
+            parts.append(
+                "by an op that is not a convolution: " + "; ".join(f"{p.node.where()}: {p.describe()}" for p in other)
+            )
         check.fail(
-            "the feature map is made smaller by pooling: "
-            + "; ".join(f"{p.describe()} at {p.node.where()}" for p in pools),
+            "the feature map is made smaller " + "; and ".join(parts),
             hint="do the downsampling with 3x3 convolutions with stride 2 (or dilated convolutions)",
             transitions=[_row(layer) for layer in reducers],
         )
@@ -116,9 +127,24 @@ def test_receptive_field(facts, check):
     rf = facts.need("rf")
     limit = int(check.rule["greater_than"])
     measured = facts.measured_rf
-    evidence = {"rf": rf.rf, "at": rf.at_layer, "measured": measured.measured if measured else None}
-    if measured and measured.measured is not None and not measured.clipped and measured.measured != rf.rf:
-        check.warn(f"gradient measurement gives {measured.measured} ({measured.note}), the recurrence {rf.rf}")
+    got = measured.measured if measured else None
+    evidence = {"rf": rf.rf, "at": rf.at_layer, "measured": got}
+    gradient = f"the gradient measurement gives {got} ({measured.note})" if measured and got is not None else ""
+    if rf.rf is None:
+        check.evidence.update(evidence, unknown=rf.unknown)
+        undecidable(
+            f"the receptive field at {rf.at_layer} could not be computed: {rf.unknown}"
+            + (f"; {gradient}" if gradient else ""),
+            "rf_mismatch",
+        )
+    # A clipped measurement is a lower bound (the window reached the input's border).
+    if measured and got is not None and (got != rf.rf if not measured.clipped else got > rf.rf):
+        check.evidence.update(evidence)
+        undecidable(
+            f"the recurrence gives RF {rf.rf} at {rf.at_layer} ({rf.size[0]}x{rf.size[1]} map) but {gradient}: "
+            "the two must agree before the rule is decided",
+            "rf_mismatch",
+        )
     if rf.rf <= limit:
         check.fail(
             f"RF {rf.rf} at {rf.at_layer} ({rf.size[0]}x{rf.size[1]} map), it must be more than {limit}",
@@ -272,11 +298,16 @@ def test_bonus(facts, check):
     strided = [
         layer for layer in facts.layers if layer.node.name in before and layer.kind == "conv" and max(layer.stride) > 1
     ]
-    pools = [layer for layer in facts.layers if layer.node.name in before and layer.kind in ("maxpool", "avgpool")]
+    pools = [
+        layer
+        for layer in facts.layers
+        if layer.node.name in before and layer.kind in ("maxpool", "avgpool", "resample")
+    ]
     if strided or pools:
         first = (strided + pools)[0]
+        how = "stride" if strided else "pooling" if first.kind != "resample" else "an op that is not a convolution"
         check.fail(
-            f"downsampling by {'stride' if strided else 'pooling'}: {first.describe()} at {first.node.where()}",
+            f"downsampling by {how}: {first.describe()} at {first.node.where()}",
             hint="for the bonus every size reduction before GAP is a dilated convolution without stride",
         )
     shrink = [layer for layer in facts.layers if layer.node.name in before and layer.shrinks]

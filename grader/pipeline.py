@@ -236,6 +236,7 @@ def _facts_json(facts: Any) -> dict:
         out["hidden_weights"] = facts.params.hidden
     if facts.rf is not None:
         out["receptive_field"] = facts.rf.rf
+        out["rf_unknown"] = facts.rf.unknown  # why the recurrence could not follow the graph (rf is None)
         out["rf_at"] = facts.rf.at_layer
         out["layers"] = [row.__dict__ for row in facts.rf.rows]
     if facts.measured_rf is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from grader.analysis.tensors import bn_counters, bn_statistics
+from grader.analysis.windows import arg, hand_written, hw_of, propagate
 from grader.graph import ACTIVATIONS, DROPOUTS, LoadedGraph, Node
 
 # Ops that pass a feature map through without looking at neighbours (the RF and the
@@ -69,10 +70,15 @@ HEAD_OPS = POINTWISE | {
 
 @dataclass
 class SpatialLayer:
-    """A node that looks at a neighbourhood or changes the spatial size: conv, pooling, GAP."""
+    """A node that looks at a neighbourhood or changes the spatial size: conv, pooling, GAP.
+
+    Pooling written with other ops (:func:`grader.analysis.windows.hand_written`) is a layer too: ``node``
+    is the op that completes the window, ``via`` the ops that compute it, ``origin`` the map it reads and
+    ``spelled`` the aten ops it is written with; ``resample`` is a map made smaller without a convolution
+    or a pooling op (a strided slice, a crop, ``pixel_unshuffle``)."""
 
     node: Node
-    kind: str  # conv | maxpool | avgpool | global_avg | global_max | upsample
+    kind: str  # conv | maxpool | avgpool | global_avg | global_max | upsample | resample
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
@@ -83,6 +89,9 @@ class SpatialLayer:
     in_hw: tuple[int, int] = (0, 0)
     out_hw: tuple[int, int] = (0, 0)
     notes: list[str] = field(default_factory=list)
+    via: list[Node] = field(default_factory=list)
+    origin: str = ""  # the map it reads, where that is not its first argument
+    spelled: str = ""  # the aten ops a hand-written window is computed with
 
     @property
     def k_eff(self) -> tuple[int, int]:
@@ -107,8 +116,14 @@ class SpatialLayer:
 
     def describe(self) -> str:
         """'Conv2d 3x3 s2 d2 g96' style summary."""
+        written = f" (written as {self.spelled})" if self.spelled else ""
         if self.kind in ("global_avg", "global_max"):
-            return "global average pool" if self.kind == "global_avg" else "global max pool"
+            return ("global average pool" if self.kind == "global_avg" else "global max pool") + written
+        if self.kind == "resample":
+            bits = [f"{self.in_hw[0]}x{self.in_hw[1]} -> {self.out_hw[0]}x{self.out_hw[1]} without a convolution"]
+            if self.stride != (1, 1):
+                bits.append(f"stride {_pair_text(self.stride)}")
+            return " ".join(bits) + written
         bits = [{"conv": "conv", "maxpool": "max pool", "avgpool": "avg pool", "upsample": "upsample"}[self.kind]]
         bits.append(f"{self.kernel[0]}x{self.kernel[1]}")
         if self.stride != (1, 1):
@@ -117,18 +132,11 @@ class SpatialLayer:
             bits.append(f"dilation {_pair_text(self.dilation)}")
         if self.groups > 1:
             bits.append("depthwise" if self.is_depthwise else f"groups {self.groups}")
-        return " ".join(bits)
+        return " ".join(bits) + written
 
 
 def _pair_text(p: tuple[int, int]) -> str:
     return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
-
-
-def arg(node: Node, index: int, name: str, default: Any = None) -> Any:
-    """Positional-or-keyword argument of an aten call as recorded in the graph JSON."""
-    if index < len(node.args):
-        return node.args[index]
-    return node.kwargs.get(name, default)
 
 
 def _pair(v: Any, default: int) -> tuple[int, int]:
@@ -151,7 +159,9 @@ def _ref_shape(graph: LoadedGraph, ref: Any) -> tuple[int, ...] | None:
 
 
 def spatial_layers(graph: LoadedGraph) -> list[SpatialLayer]:
-    """Every conv/pool/GAP node on 4-D feature maps, in graph order, with its hyperparameters."""
+    """Every conv/pool/GAP node on 4-D feature maps, in graph order, with its hyperparameters; then pooling
+    by what it computes (a max of shifted slices, a max over dims split from H or W) and downsampling
+    without a convolution (a strided slice), each as one layer."""
     layers = []
     for node in graph.nodes:
         if node.op != "call_function" or not node.inputs:
@@ -159,7 +169,29 @@ def spatial_layers(graph: LoadedGraph) -> list[SpatialLayer]:
         layer = _spatial_layer(graph, node) or _chained_mean(graph, node)
         if layer is not None:
             layers.append(layer)
-    return layers
+    known = {layer.node.name for layer in layers}
+    for found in hand_written(graph, propagate(graph), known):
+        in_hw, out_hw = hw_of(found.origin), hw_of(found.node)
+        shape = found.node.shape or ()
+        origin_shape = found.origin.shape if found.origin is not None and found.origin.shape else ()
+        layers.append(
+            SpatialLayer(
+                node=found.node,
+                kind=found.kind,
+                kernel=found.kernel,
+                stride=found.stride,
+                padding=found.padding,
+                in_channels=origin_shape[1] if len(origin_shape) > 1 else 0,
+                out_channels=shape[1] if len(shape) > 1 else 0,
+                in_hw=in_hw,
+                out_hw=out_hw,
+                via=found.via,
+                origin=found.origin.name if found.origin is not None else "",
+                spelled=", ".join(found.ops),
+            )
+        )
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(layers, key=lambda layer: order[layer.node.name])
 
 
 class _Shapes(TypedDict):

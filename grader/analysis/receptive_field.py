@@ -3,8 +3,11 @@
 Trusted side.
 
 Recurrence per layer (per axis): ``k_eff = d*(k-1)+1; rf_out = rf_in + (k_eff-1)*j_in; j_out = j_in*s``.
-Where branches meet (residual adds, concatenations) the largest RF wins. The RF reported is the one
-of a unit of the last feature map before global pooling.
+Through the graph it is followed as intervals (:mod:`grader.analysis.windows`): every unit of every tensor
+knows the input pixels it sees, so slices (start, step), pads, reshapes that split or merge H or W,
+windows written by hand and branches (the union of what they see) go through it exactly, and an op it
+cannot follow makes the RF unknown (``RFResult.rf`` None, ``unknown`` says where) rather than a silent
+number. The RF reported is the one of the centre unit of the last feature map before global pooling.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from grader.analysis.layers import SpatialLayer, arg
+from grader.analysis.windows import RESHAPES, SHIFTS, Geo, Lost, Many, State, propagate, rf_of
 from grader.graph import LoadedGraph, Node, RebuiltModel
 
 
@@ -53,12 +58,13 @@ def rf_recurrence(rows: list[tuple[int, int, int]], rf: int = 1, jump: int = 1) 
 
 @dataclass
 class RFResult:
-    rf: int  # analytic RF of one unit of the last feature map before global pooling
+    rf: int | None  # analytic RF of the centre unit of the last map before global pooling; None: unknown
     jump: int
     at: str  # node name of that feature map
     at_layer: str  # its producing layer, for messages
     size: tuple[int, int]  # that map's H x W
     rows: list[RFRow]
+    unknown: str = ""  # why the recurrence could not follow the graph (rf is None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,82 +72,106 @@ class RFResult:
         return d
 
 
+_FINAL = ("global_avg", "global_max")
+
+
+def _final_pool(layer: SpatialLayer) -> bool:
+    """The final pooling (global or not): the RF is the one of the map it pools."""
+    return layer.kind in _FINAL or (layer.kind in ("avgpool", "maxpool") and layer.out_hw == (1, 1))
+
+
 def analytic_rf(graph: LoadedGraph, layers: list[SpatialLayer]) -> RFResult:
-    """Propagate (rf, jump) per axis through every node; return the RF before global pooling."""
-    by_node = {layer.node.name: layer for layer in layers}
-    state: dict[str, tuple[int, int, int, int]] = {}  # name -> (rf_h, rf_w, j_h, j_w)
-    user_input = next(i.name for i in graph.inputs if i.kind == "user_input")
-    state[user_input] = (1, 1, 1, 1)
-    pooled_from: list[str] = []  # inputs of global pools, in order
+    """Follow what every unit sees through every node; return the RF before global pooling."""
+    states = propagate(graph)
+    pooled_from: list[str] = []  # the maps global pools read, in order
+    for layer in layers:
+        if _final_pool(layer):
+            src = _map_before(graph, _input_of(layer))
+            if src and states.get(src) is not None:
+                pooled_from.append(src)
+    if pooled_from:
+        at = pooled_from[-1]
+    else:
+        four_d = [
+            n
+            for n in graph.nodes
+            if isinstance(states.get(n.name), (Geo, Lost)) and n.shape is not None and len(n.shape) == 4
+        ]
+        if not four_d:
+            raise ValueError("the graph has no 4-D feature map")
+        at = four_d[-1].name
     rows_by_node: dict[str, RFRow] = {}
     transition_sizes: set[int] = set()
-    for node in graph.nodes:
-        if node.op != "call_function":
+    for layer in layers:
+        if _final_pool(layer) or layer.kind == "upsample":
             continue
-        layer = by_node.get(node.name)
-        ins = [state[i] for i in node.inputs if i in state]
-        if not ins:
+        src = _input_of(layer)
+        if states.get(src) is None:
             continue
-        if layer is not None:
-            src = arg(node, 0, "input")
-            s_in = state.get(src["node"]) if isinstance(src, dict) else None
-            if s_in is None:
-                continue
-            if layer.kind in ("global_avg", "global_max") or (
-                layer.kind in ("avgpool", "maxpool") and layer.out_hw == (1, 1)
-            ):
-                # The final pooling (global or not): the RF is the one of the map it pools.
-                pooled_from.append(src["node"])
-                continue
-            rh, rw, jh, jw = s_in
-            kh, kw = layer.k_eff
-            if layer.kind == "upsample":
-                scale = max(1, layer.out_hw[0] // max(1, layer.in_hw[0]))
-                state[node.name] = (rh, rw, max(1, jh // scale), max(1, jw // scale))
-                continue
-            out = (rh + (kh - 1) * jh, rw + (kw - 1) * jw, jh * layer.stride[0], jw * layer.stride[1])
-            state[node.name] = out
-            if is_transition(layer):
-                transition_sizes.add(layer.out_hw[0])
-            rows_by_node[node.name] = RFRow(
-                layer=layer.node.module or node.name,
-                what=layer.describe(),
-                block=0,
-                in_size=layer.in_hw[0],
-                rf_in=max(rh, rw),
-                kernel=max(kh, kw),
-                padding=max(layer.padding),
-                stride=max(layer.stride),
-                jump_in=max(jh, jw),
-                jump_out=max(out[2], out[3]),
-                rf_out=max(out[0], out[1]),
-                out_size=layer.out_hw[0],
-                source=node.source,
-                notes="; ".join(layer.notes),
-            )
-            continue
-        if node.shape is not None and len(node.shape) == 4:
-            # Pointwise ops and branch merges: the largest RF (and jump) of the inputs.
-            # range(4): the four values of a state, which mypy sees only as tuple[int, ...].
-            state[node.name] = tuple(max(s[i] for s in ins) for i in range(4))  # type: ignore[assignment]
+        rf_in, jump_in = _rf(states.get(src))
+        rf_out, jump_out = _rf(states.get(layer.node.name))
+        if is_transition(layer):
+            transition_sizes.add(layer.out_hw[0])
+        kh, kw = layer.k_eff
+        rows_by_node[layer.node.name] = RFRow(
+            layer=layer.node.module or layer.node.name,
+            what=layer.describe(),
+            block=0,
+            in_size=layer.in_hw[0],
+            rf_in=rf_in,
+            kernel=max(kh, kw),
+            padding=max(layer.padding),
+            stride=max(layer.stride),
+            jump_in=jump_in,
+            jump_out=jump_out,
+            rf_out=rf_out,
+            out_size=layer.out_hw[0],
+            source=layer.node.source,
+            notes="; ".join(layer.notes),
+        )
     # Blocks are the resolution stages: a transition row opens the block it leads into, and
     # parallel reducers to the same size (a residual shortcut) belong to the same block.
     for row in rows_by_node.values():
         row.block = 1 + sum(1 for s in transition_sizes if s >= row.out_size)
-    if pooled_from:
-        at = pooled_from[-1]
-    else:
-        four_d = [n for n in graph.nodes if n.name in state and n.shape is not None and len(n.shape) == 4]
-        if not four_d:
-            raise ValueError("the graph has no 4-D feature map")
-        at = four_d[-1].name
-    rh, rw, jh, jw = state[at]
     ancestors = _ancestors(graph, at)
     rows = [row for name, row in rows_by_node.items() if name in ancestors or name == at]
     node = graph.by_name()[at]
     size = (node.shape[2], node.shape[3]) if node.shape and len(node.shape) == 4 else (0, 0)
     producer = rows[-1].layer if rows else at
-    return RFResult(max(rh, rw), max(jh, jw), at, producer, size, rows)
+    state = states.get(at)
+    if isinstance(state, Geo) and len(state.dims) >= 3:
+        rf, jump = rf_of(state)
+        return RFResult(rf, jump, at, producer, size, rows)
+    reason = state.reason if isinstance(state, Lost) else f"the map {at} is not one the recurrence follows"
+    return RFResult(None, 1, at, producer, size, rows, unknown=reason)
+
+
+def _input_of(layer: SpatialLayer) -> str:
+    if layer.origin:
+        return layer.origin
+    src = arg(layer.node, 0, "input")
+    return src["node"] if isinstance(src, dict) and isinstance(src.get("node"), str) else ""
+
+
+def _map_before(graph: LoadedGraph, name: str) -> str:
+    """The 4-D map a pooling reads, through the reshapes (and a first mean) between them."""
+    by_name = graph.by_name()
+    for _ in range(16):
+        node = by_name.get(name)
+        if node is None or (node.shape is not None and len(node.shape) == 4) or not node.inputs:
+            return name
+        if node.aten not in RESHAPES and node.aten not in SHIFTS and node.aten not in ("mean", "amax", "max"):
+            return name
+        name = node.inputs[0]
+    return name
+
+
+def _rf(state: State) -> tuple[int, int]:
+    if isinstance(state, Many):
+        state = state.items[0]
+    if isinstance(state, Geo) and len(state.dims) >= 3:
+        return rf_of(state)
+    return (0, 0)
 
 
 def is_transition(layer: SpatialLayer) -> bool:
@@ -171,24 +201,33 @@ class MeasuredRF:
     note: str
 
 
-def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int, square: bool = False) -> MeasuredRF:
+def measure_rf(graph: LoadedGraph, at: str, analytic: int | None, jump: int, square: bool = False) -> MeasuredRF:
     """Empirical RF: gradient of the centre unit of feature map ``at`` w.r.t. the input.
 
     The rebuilt graph is run with positive weights (conv/linear 1/fan-in, BN as identity) on a
     positive input so that no ReLU hides a path; the nonzero extent of the input gradient is the RF.
+    Every selection (max pooling, ``maximum``, ``where``, ``amax``, ``max.dim``) is replaced by the mean
+    of what it selects from, so the gradient reaches the whole window (a max sends it to one element),
+    and normalisations that compute statistics of the map are the identity (the recurrence ignores
+    their statistics, as it does BatchNorm's).
     The input is just tall enough for the analytic window (when the graph allows other sizes) and,
-    unless ``square`` (some layer is not symmetric), only as wide as the native input: the vertical
-    extent is the RF, at a fraction of the cost of a square input.
+    unless ``square`` (some layer is not symmetric, or the recurrence finds another extent along W than
+    along H), only as wide as the native input: the vertical extent is the RF, at a fraction of the cost
+    of a square input.
     """
+    square = square or not _symmetric_at(graph, at)
     model = copy.deepcopy(graph.model).float()
     _positive_weights(graph, model)
-    _max_to_avg_pooling(model)
+    _see_through_selections(model)
     for tensor in model.parameters():
         tensor.requires_grad_(False)  # only the input's gradient is needed
     _truncate_at(model, at)
     native = graph.input_shape[1]
     step = max(8, jump)
-    wanted = min(512, max(native, step * math.ceil((analytic + 2 * jump + 2) / step)))
+    if analytic is None:  # the recurrence could not follow the graph: a generous input
+        wanted = min(512, 4 * native)
+    else:
+        wanted = min(512, max(native, step * math.ceil((analytic + 2 * jump + 2) / step)))
     note = ""
     for height in dict.fromkeys((wanted, native)):
         width = height if square else graph.input_shape[2]
@@ -214,6 +253,15 @@ def measure_rf(graph: LoadedGraph, at: str, analytic: int, jump: int, square: bo
     return MeasuredRF(None, native, False, f"the graph could not be run for the measurement ({note})")
 
 
+def _symmetric_at(graph: LoadedGraph, at: str) -> bool:
+    """Whether the recurrence gives the centre unit of ``at`` the same extent along H and W."""
+    state = propagate(graph).get(at)
+    if not isinstance(state, Geo) or len(state.dims) < 3:
+        return False
+    w = state.window({d: state.dims[d].size // 2 for d in range(2, len(state.dims))})
+    return int(w[1] - w[0]) == int(w[3] - w[2])
+
+
 # The aten max-pool signatures (the fx graph calls them with its recorded arguments); dilation is dropped.
 def _max_pool_as_avg(
     x: torch.Tensor,
@@ -237,12 +285,107 @@ def _max_pool_with_indices_as_avg(
     return _max_pool_as_avg(x, kernel_size, stride, padding, dilation, ceil_mode), None
 
 
-def _max_to_avg_pooling(model: RebuiltModel) -> None:
-    """Max pooling passes the gradient to one element per window; average pooling with the same
-    geometry sees the same window, so the measurement uses it instead."""
-    swaps = {
-        torch.ops.aten.max_pool2d.default: _max_pool_as_avg,
-        torch.ops.aten.max_pool2d_with_indices.default: _max_pool_with_indices_as_avg,
+def _mean_of(*values: torch.Tensor | None) -> torch.Tensor:
+    tensors = [v for v in values if v is not None]
+    return sum(tensors[1:], tensors[0]) / len(tensors)
+
+
+def _where_as_mean(*args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+    condition, a, b = (*args, *kwargs.values())
+    return (a + b) / 2 + torch.zeros_like(condition, dtype=torch.float32)
+
+
+def _clamp_as_mean(x: torch.Tensor, min: torch.Tensor | None = None, max: torch.Tensor | None = None) -> torch.Tensor:
+    return _mean_of(x, min, max)
+
+
+def _all_dims(x: torch.Tensor, dim: Any) -> list[int]:
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):
+        return list(range(x.ndim))
+    return [dim] if isinstance(dim, int) else list(dim)
+
+
+def _amax_as_mean(x: torch.Tensor, dim: Any = (), keepdim: bool = False) -> torch.Tensor:
+    return x.mean(_all_dims(x, dim), keepdim=keepdim)
+
+
+def _max_dim_as_mean(x: torch.Tensor, dim: int, keepdim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.mean(dim, keepdim=keepdim), x.argmax(dim, keepdim=keepdim)
+
+
+def _whole_mean(x: torch.Tensor, *_: Any) -> torch.Tensor:
+    return x.mean()
+
+
+def _var_dim_as_mean(x: torch.Tensor, dim: Any = None, unbiased: bool = True, keepdim: bool = False) -> torch.Tensor:
+    return x.mean(_all_dims(x, dim), keepdim=keepdim)
+
+
+def _var_correction_as_mean(
+    x: torch.Tensor, dim: Any = None, *, correction: Any = None, keepdim: bool = False
+) -> torch.Tensor:
+    return x.mean(_all_dims(x, dim), keepdim=keepdim)
+
+
+def _adaptive_max_as_avg(x: torch.Tensor, output_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    out = torch.ops.aten.adaptive_avg_pool2d.default(x, output_size)
+    return out, torch.zeros_like(out, dtype=torch.long)
+
+
+def _max_pool1d_as_avg(
+    x: torch.Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int] = (),
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+) -> torch.Tensor:
+    return torch.ops.aten.avg_pool1d.default(x, kernel_size, stride, padding, ceil_mode)
+
+
+def _identity(x: torch.Tensor, *_: Any, **__: Any) -> torch.Tensor:
+    return x
+
+
+def _identity_with_stats(x: torch.Tensor, *_: Any, **__: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return x, x.new_zeros(()), x.new_zeros(())
+
+
+def _see_through_selections(model: RebuiltModel) -> None:
+    """A max passes the gradient to one element of its window (``maximum`` splits it on ties, ``max.dim``
+    and ``where`` do not); the mean of the same elements sees the same window, so the measurement uses it.
+    Max pooling becomes average pooling with the same geometry."""
+    aten = torch.ops.aten
+    swaps: dict[Any, Any] = {
+        aten.max_pool2d.default: _max_pool_as_avg,
+        aten.max_pool2d_with_indices.default: _max_pool_with_indices_as_avg,
+        aten.max_pool1d.default: _max_pool1d_as_avg,
+        aten.adaptive_max_pool2d.default: _adaptive_max_as_avg,
+        aten.maximum.default: _mean_of,
+        aten.minimum.default: _mean_of,
+        aten.max.other: _mean_of,
+        aten.min.other: _mean_of,
+        aten.where.self: _where_as_mean,
+        aten.clamp.Tensor: _clamp_as_mean,
+        aten.clamp_min.Tensor: _mean_of,
+        aten.clamp_max.Tensor: _mean_of,
+        aten.amax.default: _amax_as_mean,
+        aten.amin.default: _amax_as_mean,
+        aten.max.dim: _max_dim_as_mean,
+        aten.min.dim: _max_dim_as_mean,
+        aten.max.default: _whole_mean,
+        aten.min.default: _whole_mean,
+        aten.var.dim: _var_dim_as_mean,
+        aten.std.dim: _var_dim_as_mean,
+        aten.var.correction: _var_correction_as_mean,
+        aten.std.correction: _var_correction_as_mean,
+        aten.var.default: _whole_mean,
+        aten.std.default: _whole_mean,
+        aten.group_norm.default: _identity,
+        aten.layer_norm.default: _identity,
+        aten.instance_norm.default: _identity,
+        aten.native_group_norm.default: _identity_with_stats,
+        aten.native_layer_norm.default: _identity_with_stats,
     }
     for node in model.gm.graph.nodes:
         if node.op == "call_function" and node.target in swaps:

@@ -130,6 +130,105 @@ class DilatedShrink(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+def _slice_max(x):
+    return torch.maximum(
+        torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2]), torch.maximum(x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2])
+    )
+
+
+def _reshape_amax(x):
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+
+
+def _where_max(x):
+    a, b = x[:, :, :, 0::2], x[:, :, :, 1::2]
+    x = torch.where(a > b, a, b)
+    a, b = x[:, :, 0::2], x[:, :, 1::2]
+    return torch.where(a > b, a, b)
+
+
+def _strided_slice(x):
+    return x[:, :, ::2, ::2]
+
+
+class SliceMaxPool(Good):
+    """The hostile student's model: t2 is a 3x3 conv and a 2x2 stride-2 max pool written as the maximum of
+    four strided slices (no MaxPool2d, no max_pool2d). RF 3, 5, 9, 13, pool 15, 31, 39, 55."""
+
+    down = staticmethod(_slice_max)
+
+    def __init__(self):
+        super().__init__()
+        self.t2 = _cbr(8, 8)
+
+    def features(self, x):
+        x = self.c3(self.down(self.t2(self.c2(self.t1(self.c1(x))))))
+        return self.c4(self.t3(x) + self.short(x))
+
+
+class ReshapeAmaxPool(SliceMaxPool):
+    """The same pool as a reshape that splits H and W, and amax over the split-off dims."""
+
+    down = staticmethod(_reshape_amax)
+
+
+class WhereMaxPool(SliceMaxPool):
+    """The same pool as where(a > b, a, b) on even and odd columns, then rows."""
+
+    down = staticmethod(_where_max)
+
+
+class StridedSliceDown(SliceMaxPool):
+    """t2 downsamples by x[:, :, ::2, ::2]: no pooling, but no convolution either. RF 53."""
+
+    down = staticmethod(_strided_slice)
+
+
+class ZeroGate(Good):
+    """A copy of the last map shifted by one unit (8 pixels) along H and W, added through a gate that is 0:
+    the recurrence counts what the copy sees (61), the gradient measurement does not (53)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def features(self, x):
+        x = super().features(x)
+        return x + self.gate * torch.roll(x, (1, 1), (2, 3))
+
+
+class SqueezeExcite(Good):
+    """The last map times a gate computed from its global average: the recurrence cannot follow it."""
+
+    def features(self, x):
+        x = super().features(x)
+        return x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+
+
+class DilatedSlicePool(DilatedShrink):
+    """The bonus model with its first reduction (32 -> 16) a max pool written by hand: no bonus."""
+
+    down = staticmethod(_slice_max)
+
+    def __init__(self):
+        super().__init__()
+        self.t1 = _cbr(8, 8)
+
+    def forward(self, x):
+        x = self.c4(self.t3(self.t2(self.c2(self.down(self.t1(self.c1(x)))))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class DilatedStridedSlice(DilatedSlicePool):
+    """The same with a strided slice: no bonus either."""
+
+    down = staticmethod(_strided_slice)
+
+
+MEASURED = (Good, DilatedShrink, SliceMaxPool, ReshapeAmaxPool, WhereMaxPool, StridedSliceDown, ZeroGate, SqueezeExcite)
+
+
 _RESULTS: dict[str, dict] = {}
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -180,7 +279,7 @@ def results(exported, rubric):
         name = factory.__name__
         if name not in _RESULTS:
             aug = analyze_augmentations(_pipeline(), None, MEAN, STD) if factory is Good else None
-            facts = _facts(exported(factory), rubric, aug=aug, measure=factory in (Good, DilatedShrink))
+            facts = _facts(exported(factory), rubric, aug=aug, measure=factory in MEASURED)
             _RESULTS[name] = {r.id: r for r in run_checks(facts, rubric)}
         return _RESULTS[name]
 
@@ -222,6 +321,82 @@ def test_max_pool_fails_no_maxpool_naming_the_layer(results):
     assert res["architecture"].status == "failed"
     assert "made smaller by pooling: max pool 2x2 stride 2 at t2.1" in res["architecture"].message
     assert res["bonus"].status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("factory", "spelled", "last"),
+    [
+        (SliceMaxPool, "slice, maximum", "maximum_2"),
+        (ReshapeAmaxPool, "reshape, amax", "amax"),
+        (WhereMaxPool, "slice, gt, where", "where_1"),
+    ],
+)
+def test_max_pool_written_by_hand_fails_no_maxpool_architecture_and_bonus(results, factory, spelled, last):
+    res = results(factory)
+    pool = f"max pool 2x2 stride 2 (written as {spelled}) at {last} ({factory.__name__}, test_unit_checks.py:"
+    assert res["no_maxpool"].status == "failed"
+    assert res["no_maxpool"].message.startswith("max pooling runs in the model: "), res["no_maxpool"].message
+    assert pool in res["no_maxpool"].message
+    assert res["no_maxpool"].evidence["layers"][-1].startswith(f"{last} ({factory.__name__}, test_unit_checks.py:")
+    assert res["architecture"].status == "failed"
+    assert f"the feature map is made smaller by pooling: {pool}" in res["architecture"].message
+    # The recurrence goes through the hand-written pool exactly; where the reshape bakes the size in, the
+    # measurement only runs at 32x32 and is a lower bound (clipped), which does not contradict it.
+    assert res["receptive_field"].status == "passed", res["receptive_field"].message
+    assert res["receptive_field"].evidence["rf"] == 55
+    if factory is not ReshapeAmaxPool:
+        assert res["receptive_field"].evidence["measured"] == 55
+    assert {k: res[k].status for k in ("depthwise_separable", "dilated", "gap")} == dict.fromkeys(
+        ("depthwise_separable", "dilated", "gap"), "passed"
+    )
+
+
+def test_strided_slice_is_downsampling_without_a_convolution(results):
+    res = results(StridedSliceDown)
+    assert res["architecture"].status == "failed"
+    assert res["architecture"].message.startswith(
+        "the feature map is made smaller by an op that is not a convolution: slice_2 (StridedSliceDown, "
+        "test_unit_checks.py:"
+    ), res["architecture"].message
+    assert "16x16 -> 8x8 without a convolution stride 2 (written as slice)" in res["architecture"].message
+    assert res["no_maxpool"].status == "passed"
+    assert res["receptive_field"].evidence == {"rf": 53, "at": "c4.0", "measured": 53}
+
+
+@pytest.mark.parametrize(
+    ("factory", "how"),
+    [
+        (DilatedSlicePool, "pooling: max pool 2x2 stride 2 (written as slice, maximum) at maximum_2"),
+        (
+            DilatedStridedSlice,
+            "an op that is not a convolution: 32x32 -> 16x16 without a convolution stride 2 "
+            "(written as slice) at slice_2",
+        ),
+    ],
+)
+def test_bonus_fails_when_a_reduction_is_not_a_dilated_convolution(results, factory, how):
+    res = results(factory)
+    assert res["bonus"].status == "failed"
+    assert res["bonus"].message.startswith(f"downsampling by {how} ({factory.__name__}, test_unit_checks.py:")
+
+
+def test_recurrence_and_measurement_that_disagree_are_an_error_not_a_pass(results):
+    res = results(ZeroGate)
+    rf = res["receptive_field"]
+    assert rf.status == "error", rf.message
+    assert rf.message.startswith("the recurrence gives RF 61 at c4.0 (4x4 map) but the gradient measurement gives 53")
+    assert rf.evidence["error_type"] == "rf_mismatch"
+    assert rf.points == 0
+    assert rf.hint.startswith("the receptive field is checked by hand")
+
+
+def test_a_receptive_field_the_recurrence_cannot_follow_is_an_error(results):
+    res = results(SqueezeExcite)
+    rf = res["receptive_field"]
+    assert rf.status == "error", rf.message
+    assert rf.message.startswith("the receptive field at c4.0 could not be computed: mul (SqueezeExcite, ")
+    assert "the gradient measurement gives" in rf.message
+    assert rf.evidence["rf"] is None and rf.evidence["error_type"] == "rf_mismatch"
 
 
 def test_two_transitions_fail_architecture_and_conv_after_gap_fails_gap(results):

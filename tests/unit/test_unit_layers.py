@@ -83,6 +83,113 @@ def test_the_module_sequence_pool_is_named_by_its_path(exported):
     assert pool.where().startswith("block.1 (MaxPool2d, test_unit_layers.py:")
 
 
+class HandWrittenPools(nn.Module):
+    """Max pooling by what it computes, each spelling on its own branch of one 32x32 map."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.c(x))
+        n, c, h, w = x.shape
+        a = torch.maximum(
+            torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2]),
+            torch.maximum(x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]),
+        )
+        b = x.reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+        left, right = x[:, :, :, 0::2], x[:, :, :, 1::2]
+        cols = torch.where(left > right, left, right)
+        d = torch.where(cols[:, :, 0::2] >= cols[:, :, 1::2], cols[:, :, 0::2], cols[:, :, 1::2])
+        e = torch.stack([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]]).amax(0)
+        f = -torch.minimum(-x[:, :, :-1], -x[:, :, 1:])  # max(a, b) = -min(-a, -b): a 2x1 window, stride 1
+        g = torch.maximum(x, F.pad(x, (1, 0))[..., :-1])[:, :, :, ::2]  # a shifted copy by padding, then strided
+        v, _ = x.unflatten(3, (w // 2, 2)).max(dim=4)  # max.dim over a dim split from W
+        return sum(t.mean((2, 3)) for t in (a, b, d, e, f, g, v))
+
+
+def test_max_pool_written_by_hand_is_a_max_pool_layer(exported):
+    _, layers = _layers(exported, HandWrittenPools)
+    pools = [layer for layer in layers if layer.kind == "maxpool"]
+    assert [(p.kernel, p.stride, p.out_hw) for p in pools] == [
+        ((2, 2), (2, 2), (16, 16)),  # maximum of four strided slices
+        ((2, 2), (2, 2), (16, 16)),  # reshape + amax
+        ((2, 2), (2, 2), (16, 16)),  # where(a > b, a, b), columns then rows
+        ((2, 2), (2, 2), (16, 16)),  # stack + amax
+        ((2, 1), (1, 1), (31, 32)),  # -minimum(-a, -b)
+        ((1, 2), (1, 2), (32, 16)),  # maximum with a padded copy, then a strided slice
+        ((1, 2), (1, 2), (32, 16)),  # unflatten + max.dim
+    ]
+    assert all(p.in_hw == (32, 32) and p.origin == "conv2d" and p.via for p in pools)  # through the ReLU
+    assert [sorted({n.aten for n in p.via}) for p in pools] == [
+        ["maximum"],
+        ["amax"],
+        ["where"],
+        ["amax"],
+        ["minimum"],
+        ["maximum"],
+        ["max"],
+    ]
+    assert pools[0].describe() == "max pool 2x2 stride 2 (written as slice, maximum)"
+    assert pools[0].node.where().startswith("maximum_2 (HandWrittenPools, test_unit_layers.py:")
+    assert all(n.source.startswith("test_unit_layers.py:") for p in pools for n in p.via)
+    assert [layer.kind for layer in layers if not layer.via] == ["conv"] + ["global_avg"] * 7
+
+
+class Resampling(nn.Module):
+    """Made smaller without a convolution or a pooling op: a strided slice, a crop, pixel_unshuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.c(x)
+        a = x[:, :, ::2, ::2]
+        b = x[:, :, 2:-2, 2:-2]
+        c = F.pixel_unshuffle(x, 2)[:, :8]
+        return a.mean((2, 3)) + b.mean((2, 3)) + c.mean((2, 3))
+
+
+def test_a_strided_slice_a_crop_and_pixel_unshuffle_downsample_without_a_convolution(exported):
+    _, layers = _layers(exported, Resampling)
+    resampled = [layer for layer in layers if layer.kind == "resample"]
+    assert [(r.in_hw, r.out_hw, r.stride, r.spelled) for r in resampled] == [
+        ((32, 32), (16, 16), (2, 2), "slice"),
+        ((32, 32), (28, 28), (1, 1), "slice"),
+        ((32, 32), (16, 16), (2, 2), "pixel_unshuffle, slice"),  # the channel slice after it is part of it
+    ]
+    assert all(r.shrinks and r.node.source.startswith("test_unit_layers.py:") for r in resampled)
+    assert resampled[0].describe() == "32x32 -> 16x16 without a convolution stride 2 (written as slice)"
+
+
+class LooksLikePooling(nn.Module):
+    """Maxima and reductions that pool nothing spatial, and shape ops that make nothing smaller."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.same = nn.Conv2d(8, 8, 3, padding=1)
+        self.ln = nn.LayerNorm(8)
+
+    def forward(self, x):
+        x = self.c(x)
+        n, c, h, w = x.shape
+        a = torch.maximum(x, self.same(x))  # windows of other sizes around the same place: not shifted
+        b = torch.where(x > 0, x, 0.1 * x)  # leaky ReLU
+        d = x.amax(1, keepdim=True) + x  # a max over channels
+        e = self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # channels last and back
+        f = F.pad(x, (1, 1, 1, 1))[:, :, 1:-1, 1:-1]  # padded, then cropped back to its size
+        g = x.reshape(n, c, h * w).amax(-1)  # a global max pool: found by no_maxpool as global_max
+        return sum(t.mean((2, 3)) for t in (a, b, d, e, f)) + g
+
+
+def test_maxima_that_pool_nothing_are_not_windows(exported):
+    _, layers = _layers(exported, LooksLikePooling)
+    assert [layer.kind for layer in layers if layer.via] == ["global_max"]
+    assert [layer.kind for layer in layers if not layer.via] == ["conv", "conv"] + ["global_avg"] * 5
+
+
 # ---- depthwise / grouped / pointwise ------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import re
 from pathlib import Path
 
@@ -188,6 +189,20 @@ class MaxPoolNet(nn.Module):
         return self.c2(self.pool(self.c1(x))).mean((2, 3))
 
 
+class ChannelsLastLinear(nn.Module):
+    """A 1x1 convolution written as nn.Linear on the channels-last map: RF 3, 3, 5."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = _cbr(3, 8)
+        self.fc = nn.Linear(8, 8)
+        self.b = _cbr(8, 10)
+
+    def forward(self, x):
+        x = self.fc(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.b(x).mean((2, 3))
+
+
 def _rf(exported, factory):
     e = exported(factory)
     layers = spatial_layers(e.loaded)
@@ -230,7 +245,15 @@ def test_strided_3x3_rf_by_hand(exported):
 
 @pytest.mark.parametrize(
     ("factory", "expected"),
-    [(Plain, 9), (Strided, 45), (Dilated, 23), (Residual, 13), (SwappedResidual, 13), (Concat, 11)],
+    [
+        (Plain, 9),
+        (Strided, 45),
+        (Dilated, 23),
+        (Residual, 13),
+        (SwappedResidual, 13),
+        (Concat, 11),
+        (ChannelsLastLinear, 5),
+    ],
 )
 def test_analytic_rf_equals_the_gradient_measurement(exported, factory, expected):
     e, _, rf = _rf(exported, factory)
@@ -260,3 +283,124 @@ def test_measured_rf_through_max_pooling(exported):
     e, _, rf = _rf(exported, MaxPoolNet)
     assert rf.rf == 8
     assert measure_rf(e.loaded, rf.at, rf.rf, rf.jump).measured == 8
+
+
+# ---- max pooling written by hand, and what the recurrence cannot follow -------------------------------------
+
+
+def _slice_max(x):
+    """A 2x2 stride-2 max pool as the elementwise maximum of four strided slices."""
+    return torch.maximum(
+        torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2]), torch.maximum(x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2])
+    )
+
+
+def _reshape_amax(x):
+    """The same pool as a reshape that splits H and W in two, and a max over the split-off dims."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+
+
+def _where_max(x):
+    """The same pool as where(a > b, a, b) on the even and odd columns, then rows."""
+    a, b = x[:, :, :, 0::2], x[:, :, :, 1::2]
+    x = torch.where(a > b, a, b)
+    a, b = x[:, :, 0::2], x[:, :, 1::2]
+    return torch.where(a > b, a, b)
+
+
+class SliceMaxPool(nn.Module):
+    """conv 3x3 (RF 3), conv 3x3 stride 2 (5, jump 2), a 2x2 stride-2 max pool written by hand (7, jump 4),
+    conv 3x3 (15): small enough that the measurement on the 32x32 input is not clipped (the reshape
+    spelling bakes the size in, so it can only be measured at 32x32)."""
+
+    pool = staticmethod(_slice_max)
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(_cbr(3, 8), _cbr(8, 8, s=2))
+        self.head = _cbr(8, 10)
+
+    def forward(self, x):
+        return self.head(self.pool(self.body(x))).mean((2, 3))
+
+
+class ReshapeAmaxPool(SliceMaxPool):
+    pool = staticmethod(_reshape_amax)
+
+
+class WhereMaxPool(SliceMaxPool):
+    pool = staticmethod(_where_max)
+
+
+@pytest.mark.parametrize("factory", [SliceMaxPool, ReshapeAmaxPool, WhereMaxPool])
+def test_max_pool_written_by_hand_goes_through_the_recurrence_exactly(exported, factory):
+    e, layers, rf = _rf(exported, factory)
+    assert (rf.rf, rf.jump, rf.size) == (15, 4, (8, 8)), rf.unknown
+    m = measure_rf(e.loaded, rf.at, rf.rf, rf.jump)
+    assert m.measured == rf.rf == 15, m.note
+    assert not m.clipped
+    (pool,) = [layer for layer in layers if layer.kind == "maxpool"]
+    assert (pool.kernel, pool.stride, pool.in_hw, pool.out_hw) == ((2, 2), (2, 2), (16, 16), (8, 8))
+    assert is_transition(pool)
+    row = next(r for r in rf.rows if r.layer == pool.node.name)
+    assert (row.rf_in, row.jump_in, row.rf_out, row.jump_out, row.block) == (5, 2, 7, 4, 3)
+
+
+class ShiftedMax(nn.Module):
+    """A max of the map and a copy rolled by 3 columns: a 1x4 window along W only (RF 3 x 6 after a 3x3
+    conv); the measurement goes square by itself, since H and W differ."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = _cbr(3, 10)
+
+    def forward(self, x):
+        x = self.c(x)
+        return torch.maximum(x, torch.roll(x, 3, 3)).mean((2, 3))
+
+
+def test_a_max_of_rolled_copies_is_a_window_along_one_axis(exported):
+    e, layers, rf = _rf(exported, ShiftedMax)
+    assert rf.rf == 6
+    assert [(layer.kind, layer.kernel, layer.stride) for layer in layers if layer.via] == [("maxpool", (1, 4), (1, 1))]
+    m = measure_rf(e.loaded, rf.at, rf.rf, rf.jump)  # square=False: measure_rf sees that H and W differ
+    assert m.measured == 6 and not m.clipped, m.note
+
+
+class SqueezeExcite(nn.Module):
+    """The map times a gate computed from its global average: every unit sees the whole image."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = _cbr(3, 10)
+
+    def forward(self, x):
+        x = self.c(x)
+        return (x * torch.sigmoid(x.mean((2, 3), keepdim=True))).mean((2, 3))
+
+
+def test_what_the_recurrence_cannot_follow_is_unknown_not_a_number(exported):
+    _, _, rf = _rf(exported, SqueezeExcite)
+    assert rf.rf is None
+    assert rf.unknown.startswith("mul (SqueezeExcite, test_unit_rf.py:")
+    assert "pooled over H x W and broadcast back" in rf.unknown
+
+
+def _reference_net():
+    spec = importlib.util.spec_from_file_location(
+        "reference_model", Path(__file__).parents[2] / "reference_solution" / "model.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Net()
+
+
+def test_reference_solution_keeps_its_rf_83_measured_83(exported):
+    e = exported(_reference_net, key="reference_solution")
+    layers = spatial_layers(e.loaded)
+    rf = analytic_rf(e.loaded, layers)
+    assert (rf.rf, rf.jump, rf.size) == (83, 8, (4, 4))
+    assert not any(layer.via for layer in layers)  # nothing written by hand
+    m = measure_rf(e.loaded, rf.at, rf.rf, rf.jump)
+    assert m.measured == 83 and not m.clipped
