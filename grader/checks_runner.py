@@ -167,6 +167,7 @@ ERROR_HINTS: dict[str, str] = {
     ErrorKind.WRITES_OWN_TENSOR: "a forward computes from its input and its weights: keep state out of it (only BatchNorm updates its statistics)",
     ErrorKind.WATCHES_GRADER: "remove the code that checks whether the model is exported, traced or graded: the model must be the same network whoever runs it",
     ErrorKind.HIDDEN_DATA: "keep every weight in nn.Parameter (float); buffers are for BatchNorm statistics and a few constants",
+    ErrorKind.RF_MISMATCH: "the receptive field is checked by hand: build the network from convolutions (pooling, if any, as nn layers) so that the grader's recurrence and its gradient measurement agree",
 }
 
 # The kinds with no hint of their own, and why: every ErrorKind is in ERROR_HINTS or here, never both

@@ -69,6 +69,7 @@ class ErrorKind(str, Enum):
     CLONE_FAILED = "clone_failed"  # the student's repository could not be cloned
     UNZIP_FAILED = "unzip_failed"  # the student's zip is unreadable or unsafe to unpack
     # A rule's check (grader/checks_runner.py, grader/checks_api.py): the evidence's error_type.
+    RF_MISMATCH = "rf_mismatch"  # the RF recurrence and its gradient measurement disagree, or the recurrence is lost
     GRADER_BUG = "grader_bug"  # a check raised an unexpected exception (the check's fault, not the student's)
     CHECK_FILE_ERROR = "check_file_error"  # a course's check file could not be loaded
     UNDECIDED = "error"  # undecidable() with no kind of its own (checks_api.Undecidable's default)
