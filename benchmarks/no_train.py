@@ -6,6 +6,10 @@ Prints a table (median and min of N runs each), one row per sandbox layer this m
 (bubblewrap with Landlock inside, Landlock alone, plain), and each one's ratio to importing torch; the
 target is <= 3x for each, since a no-train grade imports torch twice (the grader and its sandboxed
 probe), partly in parallel. The runs are interleaved, so background load falls on every row alike.
+
+Then what every child pays for the seccomp filter and the capability drop (grader/child/enter.py's
+steps, timed inside a fresh child from the first import of their modules to the measured status):
+the budget is <= 0.1 s.
 """
 
 from __future__ import annotations
@@ -27,6 +31,30 @@ def timed(cmd: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     return time.perf_counter() - start
+
+
+# What grader/child/enter.py adds to every child's start, besides Landlock: timed from inside.
+CONFINE = """
+import time
+start = time.perf_counter()
+from grader.child import privileges, seccomp
+privileges.drop_capabilities()
+seccomp.install()
+left = privileges.problem(privileges.status())
+print(time.perf_counter() - start, left is None)
+"""
+
+
+def confinement_seconds(runs: int) -> list[float]:
+    """Seconds the filter and the capability drop took in each of ``runs`` fresh children."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = []
+    for _ in range(runs):
+        r = subprocess.run([sys.executable, "-s", "-c", CONFINE], capture_output=True, text=True, env=env, check=True)
+        seconds, clean = r.stdout.split()
+        assert clean == "True", r.stdout
+        out.append(float(seconds))
+    return out
 
 
 def machine() -> str:
@@ -67,6 +95,15 @@ def main() -> None:
         print(f"| {name:<40} | {med:8.2f} | {min(values):5.2f} | {med / base:13.2f}x |")
     worst = max(statistics.median(v) for n, v in times.items() if n.startswith("grade")) / base
     print(f"worst ratio (median): {worst:.2f}x  (target <= 3x for each layer: {'met' if worst <= 3 else 'not met'})")
+    confine = confinement_seconds(max(args.runs, 10))
+    slowest = max(confine)
+    print()
+    print(f"| {'in every child, before its command':<40} | median ms | max ms |")
+    print(f"|{'-' * 42}|-----------|--------|")
+    print(
+        f"| {'seccomp filter + capability drop':<40} | {statistics.median(confine) * 1e3:9.1f} | {slowest * 1e3:6.1f} |"
+    )
+    print(f"budget <= 100 ms: {'met' if slowest <= 0.1 else 'not met'} ({len(confine)} children)")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ def test_accuracy(facts, check):
     for note in [*(training.get("notes") or []), training.get("pipeline_note")]:
         if note:
             check.warn(note)
+    if facts.sandbox.get("isolation") == "landlock" and str(training.get("data", "")).startswith("image folder"):
+        check.warn(
+            "the submission's code ran under Landlock alone, which cannot hide names and sizes: it could see which "
+            "files the --data folder holds (its splits, classes and image counts), though not read them"
+        )
     if training.get("error"):
         err = training["error"]
         check.fail(f"the training job failed: {err['type']}: {err['message']}", hint=err.get("hint", ""))

@@ -2,13 +2,19 @@
 
 Trusted side.
 
-Every child (probe, training, tests) starts the same way, built from one ``ChildView``:
+Every child (the probe, and the tests' children) starts the same way, built from one ``ChildView``:
 
-    [bwrap <view>] python -s <lib>/grader/child/enter.py <landlock policy> -- ARGV
+    [bwrap <view>] python -s <lib>/grader/child/enter.py <policy> -- ARGV
 
 ``enter.py`` restricts the process with Landlock (a second layer under bubblewrap, the main one
-without it) before ARGV runs. The environment is clean; rlimits, a pids cgroup and a session killed
-as a group on timeout bound what the child can take. The result records which layers were active.
+without it), drops every capability and installs the seccomp filter (``grader/child/seccomp.py``)
+before ARGV runs, under every layer. When the grader runs as root, the forked child empties its
+capability bounding set before it execs, and becomes ``nobody`` where that user can run this Python
+(``limits.py``); bubblewrap is told ``--cap-drop ALL``. The environment is clean; a private TMPDIR
+(bubblewrap: a size-limited tmpfs /tmp and /dev/shm of its own; Landlock alone: a folder of its own
+and no /dev/shm) is removed afterwards whatever the child left in it; rlimits, a pids cgroup and a
+session killed as a group on timeout bound what the child can take. The result records which layers
+were active, and the uid and capabilities the child had as ``enter.py`` measured them.
 """
 
 from __future__ import annotations
@@ -25,14 +31,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from grader.child.privileges import libc
 from grader.failures import ErrorKind, Failure
-from grader.sandbox.layers import available, best_layer, bwrap_args, landlock_abi, landlock_policy
+from grader.sandbox.layers import (
+    available,
+    best_layer,
+    bwrap_args,
+    bwrap_sizes_tmpfs,
+    landlock_abi,
+    landlock_policy,
+)
 from grader.sandbox.limits import NOBODY, Limits, ProcessGroupLimit, apply_limits, drop_to_nobody
 from grader.sandbox.view import ChildView, child_view
 
 OUTPUT_CAP = 64_000  # characters of stdout/stderr kept from a child
-LANDLOCK_REFUSED = 97  # grader/child/enter.py's status when Landlock could not be applied
+SANDBOX_REFUSED = 97  # grader/child/enter.py's status when a layer could not be applied (the code did not run)
+REPORT_CAP = 4096  # bytes read from enter.py's report pipe
+SCRATCH_PREFIX = "s6-child-"  # + the grader's pid: a folder of a grader that died is swept by the next one
+STALE_SCRATCH_S = 3600.0
 BOOT = "import sys; sys.path.pop(0); from grader.child import main; main()"  # no cwd on sys.path
 
 
@@ -53,6 +71,7 @@ class ChildResult:
     notes: list[str] = field(default_factory=list)
     stopped: bool = False  # stopped on purpose by the caller's poll (early stop)
     layers: dict = field(default_factory=dict)  # what protected the run (results.json, the report)
+    refused: str | None = None  # enter.py did not run the command: a layer could not be applied
 
     @property
     def ok(self) -> bool:
@@ -67,8 +86,8 @@ class ChildResult:
         if self.returncode == 0:
             return None
         tail = (self.stderr.strip().splitlines() or [""])[-1][:300]
-        if self.returncode == LANDLOCK_REFUSED and "Landlock could not be applied" in self.stderr:
-            return Failure(ErrorKind.SANDBOX_FAILED, tail).to_dict()
+        if self.refused is not None:  # said on enter.py's pipe, which no student code can write to
+            return Failure(ErrorKind.SANDBOX_FAILED, f"{self.refused[:300]}; the code was not run").to_dict()
         memory = "MemoryError" in self.stderr or "Cannot allocate" in self.stderr
         if self.signal == "SIGKILL" or memory:
             return Failure(
@@ -86,7 +105,10 @@ class ChildResult:
 def child_env(
     home: str, extra: dict[str, str] | None = None, gpu: bool = False, python_path: str = ""
 ) -> dict[str, str]:
-    """A clean environment: nothing of the grader's own (tokens, proxies, data paths) leaks in."""
+    """A clean environment: nothing of the grader's own (tokens, proxies, data paths) leaks in.
+
+    ``python_path``: the child's own lib folder alone (the grader package); the parent's PYTHONPATH is
+    never passed on, nor shown (grader/sandbox/view.py)."""
     env = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
@@ -163,11 +185,12 @@ def run_sandboxed(
         shown, secret = conflicts[0]
         message = f"{secret} lies inside {shown}, which the sandbox must show the child; move it elsewhere"
         return ChildResult(None, False, 0.0, "", message, layer, notes=[message])
-    scratch = Path(tempfile.mkdtemp(prefix="s6-child-"))
+    _sweep_stale_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     try:
         return _run(argv, view, layer, scratch, limits, env, poll)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
 
 
 def _run(
@@ -186,14 +209,15 @@ def _run(
     use_landlock = layer in ("bubblewrap", "landlock") and landlock_abi() >= 1
     policy = landlock_policy(view, lib, tmp, layer) if use_landlock else {"landlock": False}
     home = "/tmp" if layer == "bubblewrap" else str(tmp)
+    report_read, report_write = os.pipe()  # enter.py -> here: what it applied and measured, before ARGV runs
+    policy |= {"seccomp": True, "report_fd": report_write}
     enter = [sys.executable, "-s", str(lib / "grader" / "child" / "enter.py"), json.dumps(policy), "--"]
-    command = ([*bwrap_args(view, lib)] if layer == "bubblewrap" else []) + enter + list(argv)
-    python_path = os.pathsep.join([str(lib), *map(str, view.python_path)])
+    command = ([*bwrap_args(view, lib, limits.tmp_mb)] if layer == "bubblewrap" else []) + enter + list(argv)
     if drop_to_nobody():
         for folder in [*view.read_write, scratch]:
             _give_to_nobody(folder)
     group = ProcessGroupLimit(limits.processes, None if view.gpu else limits.memory_mb) if os.geteuid() == 0 else None
-    layers = {
+    layers: dict[str, Any] = {
         "filesystem": layer,
         "bubblewrap": layer == "bubblewrap",
         "landlock_abi": landlock_abi() if use_landlock else None,
@@ -203,23 +227,35 @@ def _run(
         else None,
         "memory_mb": None if view.gpu else limits.memory_mb,
         "wall_s": limits.wall_s,
+        # What the child could share with other children: bubblewrap mounts its own; under Landlock alone
+        # /dev/shm is not in the view and TMPDIR is a folder of its own; plain shows the host's /dev/shm.
+        "tmp": {"bubblewrap": "tmpfs", "landlock": "folder", "plain": "folder"}[layer],
+        "tmp_mb": limits.tmp_mb if layer == "bubblewrap" and bwrap_sizes_tmpfs() else None,
+        "dev_shm": {"bubblewrap": "tmpfs", "landlock": "none", "plain": "host"}[layer],
+        # Landlock checks opening a file or listing a folder, not looking a path up: stat() answers outside the view.
+        "names_visible": layer == "landlock",
     }
+    libc()  # loaded here, before the fork: the forked child only calls it
     start = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         try:
             proc = subprocess.Popen(
                 command,
                 cwd=str(view.cwd),
-                env=child_env(home, env, view.gpu, python_path),
+                env=child_env(home, env, view.gpu, str(lib)),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                preexec_fn=functools.partial(apply_limits, limits, not view.gpu, group),
+                pass_fds=(report_write,),
+                preexec_fn=functools.partial(apply_limits, limits, not view.gpu, group, layer != "bubblewrap"),
             )
         except OSError as exc:
+            os.close(report_read)
+            os.close(report_write)
             if group is not None:
                 group.close()
             return ChildResult(None, False, 0.0, "", f"could not start the child: {exc}", layer, layers=layers)
+        os.close(report_write)
         timed_out = stopped = False
         try:
             while True:
@@ -237,6 +273,7 @@ def _run(
             _kill_group(proc)
             if group is not None:
                 group.close()
+            report = _read_report(report_read)
         wall = time.monotonic() - start
         out.seek(0)
         err.seek(0)
@@ -251,11 +288,47 @@ def _run(
             sig = signal.Signals(code - 128).name
         except ValueError:
             sig = None
+    layers |= _measured(report.get("applied"))
+    if layers["seccomp"] and layer != "bubblewrap":
+        layers["network"] = "unix sockets only"
     result = ChildResult(code, timed_out, wall, stdout, stderr, layer, sig, layers=layers)
     result.stopped = stopped
+    if code == SANDBOX_REFUSED and isinstance(report.get("refused"), str):
+        result.refused = report["refused"]
     if layers["pids_limit"] is None:
         result.notes.append("the number of processes is not limited (running as root, no writable pids cgroup)")
     return result
+
+
+def _read_report(fd: int) -> dict:
+    """enter.py's one JSON line (written and closed before the command ran); {} when there is none."""
+    try:
+        os.set_blocking(fd, False)
+        data = os.read(fd, REPORT_CAP)
+    except OSError:
+        data = b""
+    finally:
+        os.close(fd)
+    try:
+        report = json.loads(data.decode().splitlines()[0]) if data else {}
+    except (ValueError, UnicodeDecodeError, IndexError):
+        report = {}
+    return report if isinstance(report, dict) else {}
+
+
+def _measured(applied: object) -> dict:
+    """The uid, capabilities, no_new_privs and seccomp mode enter.py read from /proc/self/status just
+    before it ran the command (the child's own measurement, not what the launcher asked for)."""
+    if not isinstance(applied, dict):
+        return {"uid": None, "capabilities": None, "seccomp": False, "no_new_privs": None}
+    uid = applied.get("uid") or [None]
+    caps = {key: str(applied.get(key, "")) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    return {
+        "uid": uid[1] if len(uid) > 1 else uid[0],  # the effective uid
+        "capabilities": caps,
+        "seccomp": applied.get("Seccomp") == 2,  # 2: a filter is installed
+        "no_new_privs": applied.get("NoNewPrivs") == 1,
+    }
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -268,6 +341,46 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a child's folder whatever it left there, folders it made unreadable or unwritable too."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if not os.path.lexists(folder):
+        return
+    try:
+        os.chmod(folder, 0o700)
+    except OSError:
+        pass
+    for root, dirs, _files in os.walk(folder):  # top-down: each folder is opened up before it is listed
+        for name in dirs:
+            path = os.path.join(root, name)
+            try:
+                if not os.path.islink(path):
+                    os.chmod(path, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _sweep_stale_scratch() -> None:
+    """Once per grader: remove the child folders of graders that were killed before their cleanup ran."""
+    base = Path(tempfile.gettempdir())
+    try:
+        entries = list(base.glob(f"{SCRATCH_PREFIX}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or time.time() - entry.lstat().st_mtime < STALE_SCRATCH_S:
+                continue
+            os.kill(int(pid), 0)  # that grader still runs
+        except ProcessLookupError:
+            remove_tree(entry)
+        except OSError:
+            continue
 
 
 def _give_to_nobody(folder: Path) -> None:

@@ -1,5 +1,5 @@
 """Limits on a sandboxed child that do not depend on the filesystem layer: rlimits, a pids (and memory)
-cgroup, the ``nobody`` user where it can run Python, death with the parent.
+cgroup, no capabilities and the ``nobody`` user where it can run Python, death with the parent.
 
 Trusted side.
 """
@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.child.privileges import drop_bounding_set
+
 NOBODY = 65534
 
 
@@ -27,6 +29,7 @@ class Limits:
     processes: int = 512  # threads count too
     file_mb: int = 256
     open_files: int = 1024
+    tmp_mb: int = 256  # bubblewrap: the size of the child's own /tmp and of its own /dev/shm (tmpfs, in memory)
 
 
 @functools.lru_cache(maxsize=1)
@@ -131,7 +134,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def apply_limits(limits: Limits, memory: bool, group: ProcessGroupLimit | None = None) -> None:
+def apply_limits(
+    limits: Limits, memory: bool, group: ProcessGroupLimit | None = None, drop_capabilities: bool = True
+) -> None:
+    """In the forked child, before exec: its own session, the rlimits and cgroups, no capabilities where
+    ``drop_capabilities`` (every layer but bubblewrap), ``nobody`` where it can run Python. What the child
+    then holds is measured by grader/child/enter.py (which drops whatever is left)."""
     os.setsid()
     _die_with_parent()
     if group is not None:
@@ -143,8 +151,12 @@ def apply_limits(limits: Limits, memory: bool, group: ProcessGroupLimit | None =
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb << 20, limits.file_mb << 20))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if os.geteuid() == 0 and drop_capabilities:
+        # A uid-0 process regains its bounding set at execve: empty it while CAP_SETPCAP is still held
+        # (bubblewrap, which needs its capabilities to build the sandbox, drops them itself: --cap-drop ALL).
+        drop_bounding_set()
     if drop_to_nobody():
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-        drop_privileges()
+        drop_privileges()  # a uid change from 0 clears the effective and permitted sets
     elif os.geteuid() != 0:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))

@@ -1,4 +1,4 @@
-"""What a sandboxed child may see: one allowlist, decided here for every child (probe, training, tests).
+"""What a sandboxed child may see: one allowlist, decided here for every child (the probe, the tests' children).
 
 Trusted side.
 
@@ -6,14 +6,16 @@ A child sees exactly:
 - read-only: the Python installation and the site-packages this grader imports from, the grader
   package the parent itself runs (through a link in the child's own ``lib`` folder, so that no copy of
   the project in the working folder can stand in for it), the system libraries Python loads, and the
-  folders the caller names (the training child's train split);
+  folders the caller names;
 - read-write: the folders the caller names (the child's working copy and its output folder), and a
   private temporary folder;
-- a minimal /dev, and its own /proc (bubblewrap) or nothing of /proc but its own process (Landlock).
+- a minimal /dev (with a /dev/shm of its own under bubblewrap, none under Landlock alone), and its own
+  /proc (bubblewrap) or nothing of /proc but its own process (Landlock).
 
 Nothing else: no home folder, no data folder (``--data``, ``--data-dir``, caches), no other
-submission, no output of the grader, nothing of the host's processes or environment. ``forbidden``
-names what must never be reachable; a view that would show one of them is refused or masked.
+submission, no output of the grader, nothing of the host's processes or environment, and no folder of
+the parent's PYTHONPATH. ``forbidden`` names what must never be reachable; a view that would show one
+of them is refused or masked. (Under Landlock alone "reachable" means opened: see layers.py.)
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ SYSTEM_READ_ONLY = (
 )
 # Harmless facts of the machine that numerical libraries read (core count, memory).
 MACHINE_FACTS = ("/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu", "/sys/fs/cgroup")
-DEVICES_READ_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")
+# /dev/shm is not here: bubblewrap mounts a child's own (grader/sandbox/layers.py), Landlock alone shows none.
+DEVICES_READ_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 
 class ViewError(Exception):
@@ -62,7 +65,6 @@ class ChildView:
     read_only: list[Path]
     read_write: list[Path]
     grader_package: Path  # the package the parent runs; linked as <lib>/grader in the child
-    python_path: list[Path]  # extra import roots the parent was given through PYTHONPATH
     forbidden: list[Path] = field(default_factory=list)
     gpu: bool = False
 
@@ -70,7 +72,7 @@ class ChildView:
         """(shown, forbidden) pairs where a forbidden path is one of, or lies inside, a shown path."""
         out = []
         for secret in self.forbidden:
-            for shown in [*self.read_only, *self.read_write, self.grader_package, *self.python_path]:
+            for shown in [*self.read_only, *self.read_write, self.grader_package]:
                 if _inside(secret, shown) or _inside(shown, secret):
                     out.append((shown, secret))
         return out
@@ -88,14 +90,12 @@ def child_view(
     import grader
 
     package = Path(grader.__file__).resolve().parent
-    explicit = _pythonpath_dirs()
-    python = _python_dirs() - set(explicit)
+    python = _python_dirs() - set(_pythonpath_dirs())  # PYTHONPATH's folders are never shown (a class folder...)
     return ChildView(
         cwd=Path(cwd),
         read_only=[*sorted(python), *(Path(p) for p in readable)],
         read_write=[Path(p) for p in writable],
         grader_package=package,
-        python_path=explicit,
         forbidden=[Path(p).resolve() for p in forbidden if p],
         gpu=gpu,
     )
@@ -118,7 +118,8 @@ def _python_dirs() -> set[Path]:
 
 
 def _pythonpath_dirs() -> list[Path]:
-    """Folders given to the parent through PYTHONPATH (e.g. ``pip install --target DIR``)."""
+    """Folders given to the parent through PYTHONPATH: left out of the view (``PYTHONPATH=.`` in a folder of
+    submissions would show the child every other one); the grader package is linked in by itself."""
     out = []
     for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         if entry and os.path.isdir(entry):

@@ -120,6 +120,14 @@ def test_the_data_folders_are_invisible_to_the_probe(tmp_path, data, outside, la
     assert training["error"] is None and training["epochs_run"] == 1, (training.get("error"), out[-2000:])
     assert results["facts"]["sandbox"]["isolation"] == layer
     assert "private-test" not in results["output"]
+    # What Landlock alone cannot hide is said: on the isolation line, and next to the accuracy.
+    summary, accuracy = results["facts"]["sandbox"]["summary"], by_id(results)["accuracy"]
+    said = [w for w in accuracy.get("warnings", []) if "names and sizes" in w]
+    if layer == "landlock":
+        assert "names and sizes of files outside it can be seen, not read" in summary, summary
+        assert said and "--data" in said[0], accuracy.get("warnings")
+    else:
+        assert "names and sizes" not in summary and not said
 
 
 _MEMORISE = """

@@ -167,9 +167,9 @@ def test_poll_stops_the_child_on_purpose(tmp_path):
 
 _CONNECT = """
 import socket, sys
-s = socket.socket()
-s.settimeout(2)
 try:
+    s = socket.socket()
+    s.settimeout(2)
     s.connect(("127.0.0.1", int(sys.argv[1])))
     print("CONNECTED")
 except OSError as exc:
@@ -187,15 +187,13 @@ def test_no_network(tmp_path, layer):
         r = run_sandboxed(
             [*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer
         )
-        assert r.isolation == layer and r.layers["network"] in ("off", "tcp denied")
+        assert r.isolation == layer and r.layers["network"] in ("off", "unix sockets only")
         assert r.stdout.startswith("BLOCKED"), (r.stdout, r.stderr[-500:])
         with pytest.raises(socket.timeout):
             srv.accept()
-        # Control: the same child outside bubblewrap reaches the port, so the check above can fail.
-        plain = run_sandboxed(
-            [*py(_CONNECT), str(port)], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation="plain"
-        )
-        assert plain.stdout.startswith("CONNECTED"), (plain.stdout, plain.stderr[-500:])
+        # Control: the same code outside any sandbox reaches the port, so the check above can fail.
+        control = subprocess.run([*py(_CONNECT), str(port)], capture_output=True, text=True, timeout=60)
+        assert control.stdout.startswith("CONNECTED"), (control.stdout, control.stderr[-500:])
     finally:
         srv.close()
 
@@ -426,3 +424,392 @@ def test_no_process_survives_the_timeout_in_plain_isolation(tmp_path, monkeypatc
         _kill(_pids_with(marker))
         time.sleep(0.2)
         _remove_cgroups(_my_cgroups() - before)
+
+
+# --- the seccomp filter, no capabilities, nothing shared (issue 24) ---------------------------------
+
+_ARCH_OF = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_HEADERS = {
+    "x86_64": ("/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "/usr/include/asm/unistd_64.h"),
+    "aarch64": ("/usr/include/asm-generic/unistd.h",),
+}
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_the_filter_program_answers_each_rule(arch):
+    """The BPF program, run by a small interpreter: every rule of the table, on both architectures."""
+    import errno
+
+    from grader.child import seccomp as sc
+
+    prog = sc.program(arch)
+    audit, col = _ARCH_OF[arch], list(sc.ARCHES).index(arch)
+
+    def nr(name: str) -> int:
+        return sc.NUMBERS[name][col]
+
+    def run(name: str, *args: int) -> int:
+        return sc.run(prog, nr(name), audit, args)
+
+    denied = sc.errno_action
+    assert len(sc.packed(prog)) == 8 * len(prog)
+    assert run("socket", socket.AF_UNIX, socket.SOCK_STREAM) == sc.ALLOW
+    assert run("socket", socket.AF_UNIX | (7 << 32)) == sc.ALLOW  # the kernel reads an int: the low word
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, 17, 0):  # 17: AF_PACKET
+        assert run("socket", family, socket.SOCK_DGRAM) == denied(errno.EAFNOSUPPORT), family
+        assert run("socketpair", family) == denied(errno.EAFNOSUPPORT), family
+    for name, rule in sc.RULES.items():
+        if isinstance(rule, sc.Deny):
+            assert run(name, 0) == denied(rule.code), name
+    assert run("clone3") == denied(errno.ENOSYS)
+    assert run("io_uring_setup", 8, 0) == denied(errno.ENOSYS)
+    fork_flags = 0x01200011  # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD: what fork() passes
+    thread_flags = 0x003D0F00  # CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | ...
+    assert run("clone", fork_flags) == sc.ALLOW
+    assert run("clone", thread_flags) == sc.ALLOW
+    for flag in (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000):
+        assert run("clone", fork_flags | flag) == denied(errno.EPERM), hex(flag)
+    assert run("personality", 0xFFFFFFFF) == sc.ALLOW  # a query
+    assert run("personality", 0) == sc.ALLOW
+    assert run("personality", 0x0040000) == denied(errno.EPERM)  # ADDR_NO_RANDOMIZE
+    everyday = {"x86_64": (0, 1, 2, 9, 59, 60, 231), "aarch64": (63, 64, 56, 222, 221, 93, 94)}[arch]
+    for number in everyday:  # read, write, open(at), mmap, execve, exit...
+        assert sc.run(prog, number, audit) == sc.ALLOW
+    other = {"x86_64": 0x40000003, "aarch64": 0x40000028}[arch]  # i386, ARM (AArch32)
+    assert sc.run(prog, nr("socket"), other, (socket.AF_UNIX,)) == sc.KILL_PROCESS
+    assert sc.run(prog, 0, other) == sc.KILL_PROCESS
+    if arch == "x86_64":  # x32 numbers share the arch value: killed, not let through
+        assert sc.run(prog, 0x40000000 | 41, audit, (socket.AF_INET,)) == sc.KILL_PROCESS
+        assert sc.run(prog, 0x40000000, audit) == sc.KILL_PROCESS
+
+
+def test_the_table_names_both_numbers_of_every_rule_and_they_match_the_kernel_headers():
+    from grader.child import seccomp as sc
+
+    assert set(sc.RULES) <= set(sc.NUMBERS)
+    for arch, column in (("x86_64", 0), ("aarch64", 1)):
+        header = next((Path(h) for h in _HEADERS[arch] if Path(h).is_file()), None)
+        if header is None:
+            continue
+        text = header.read_text()
+        for name, numbers in sc.NUMBERS.items():
+            import re
+
+            found = re.search(rf"#define __NR(?:3264)?_{name}\s+(\d+)\b", text)
+            assert found, (arch, name)
+            assert int(found.group(1)) == numbers[column], (arch, name)
+
+
+def test_an_unknown_architecture_is_refused():
+    from grader.child import seccomp as sc
+
+    assert sc.machine_arch("AMD64") == "x86_64" and sc.machine_arch("arm64") == "aarch64"
+    for machine in ("riscv64", "i686", "armv7l", "ppc64le"):
+        with pytest.raises(sc.SeccompError):
+            sc.program(machine)
+        with pytest.raises(sc.SeccompError):
+            sc.install(machine)  # refused before anything is installed in this (the test's) process
+    assert "Seccomp:\t0" in Path("/proc/self/status").read_text()
+
+
+_CALLS = r"""
+import ctypes, json, os, subprocess, sys, threading
+from grader.child.seccomp import ARCHES, NUMBERS, machine_arch
+
+column = list(ARCHES).index(machine_arch())
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+def call(name, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(NUMBERS[name][column]), *[ctypes.c_ulong(a) for a in args])
+    if r == 0 and name == "clone":  # the filter let a namespace through: the new process goes no further
+        os._exit(0)
+    if r > 0 and name == "clone":
+        os.waitpid(r, 0)
+    if r > 0 and name in ("socket", "io_uring_setup", "userfaultfd"):
+        os.close(r)
+    return 0 if r >= 0 else ctypes.get_errno()
+
+
+out = {
+    "socket_inet": call("socket", 2, 2, 0),
+    "socket_netlink": call("socket", 16, 3, 0),
+    "socket_unix": call("socket", 1, 1, 0),
+    "clone3": call("clone3", 0, 0),
+    "clone_newuser": call("clone", 0x10000000 | 17, 0, 0, 0, 0),
+    "unshare_newuser": call("unshare", 0x10000000),
+    "ptrace_peek_self": call("ptrace", 3, os.getpid(), 0, 0),  # PTRACE_PEEKUSER: ESRCH unless filtered
+    "personality": call("personality", 0x0040000),
+    "keyctl": call("keyctl", 0, 0xFFFFFFFD, 0),
+    "userfaultfd": call("userfaultfd", 1),
+    "io_uring_setup": call("io_uring_setup", 0, 0),
+}
+seen = []
+t = threading.Thread(target=lambda: seen.append(1))
+t.start()
+t.join()
+out["thread"] = seen == [1]
+out["subprocess"] = subprocess.run([sys.executable, "-c", "print(42)"], capture_output=True, text=True).stdout.strip()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", "landlock", "plain"])
+def test_forbidden_calls_fail_in_the_child_under_every_layer(tmp_path, isolation):
+    """The calls the filter refuses, each with the errno the table names, where the kernel would have allowed
+    it (the control below); threads and subprocesses still work."""
+    import errno
+    import json
+
+    from layers import require
+
+    require(isolation)
+    r = run_sandboxed(py(_CALLS), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=60), isolation=isolation)
+    assert r.ok, r.stderr[-1500:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    eperm, enosys, eafnosupport = errno.EPERM, errno.ENOSYS, errno.EAFNOSUPPORT
+    assert got == {
+        "socket_inet": eafnosupport,
+        "socket_netlink": eafnosupport,
+        "socket_unix": 0,
+        "clone3": enosys,
+        "clone_newuser": eperm,
+        "unshare_newuser": eperm,
+        "ptrace_peek_self": eperm,
+        "personality": eperm,
+        "keyctl": eperm,
+        "userfaultfd": eperm,
+        "io_uring_setup": enosys,
+        "thread": True,
+        "subprocess": "42",
+    }
+    assert r.layers["seccomp"] is True and r.layers["no_new_privs"] is True
+    # Control: outside the sandbox the same kernel allows these, so each check above can fail.
+    repo = Path(__file__).resolve().parents[2]
+    control = subprocess.run(
+        py(_CALLS), capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(repo)}
+    )
+    free = json.loads(control.stdout.strip().splitlines()[-1])
+    assert free["socket_inet"] == free["personality"] == 0, free
+    assert free["clone3"] != enosys and free["ptrace_peek_self"] != eperm, free
+
+
+_STATUS = """
+for line in open("/proc/self/status"):
+    if line.startswith(("Uid", "Gid", "Cap", "NoNewPrivs", "Seccomp")):
+        print(line.strip())
+"""
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", "landlock", "plain"])
+def test_the_child_has_no_capabilities_and_the_record_says_which_uid(tmp_path, isolation):
+    """Read from /proc/self/status inside the child; as root (this machine) every set is empty."""
+    from layers import require
+
+    from grader.sandbox.layers import describe
+
+    require(isolation)
+    r = run_sandboxed(py(_STATUS), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=isolation)
+    assert r.ok, r.stderr[-1000:]
+    seen = dict(line.split(":", 1) for line in r.stdout.splitlines())
+    seen = {k: v.split() for k, v in seen.items()}
+    for key in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(seen[key][0], 16) == 0, (key, seen[key])
+    if os.geteuid() == 0:
+        assert int(seen["CapBnd"][0], 16) == 0, seen["CapBnd"]
+    assert seen["NoNewPrivs"] == ["1"] and seen["Seccomp"] == ["2"]
+    uid = int(seen["Uid"][1])
+    assert r.layers["uid"] == uid
+    assert r.layers["capabilities"]["CapEff"] == seen["CapEff"][0]
+    assert f"uid {uid}" in describe(r.layers) and "no capabilities" in describe(r.layers)
+    assert "seccomp filter" in describe(r.layers)
+
+
+def test_a_layer_that_cannot_be_applied_runs_nothing_and_is_typed(tmp_path):
+    """enter.py finds no Landlock (hidden from it here): the command does not run; the failure is typed."""
+    from layers import require
+
+    require("landlock")
+    marker = tmp_path / "ran.txt"
+    r = run_sandboxed(
+        py(f"open({str(marker)!r}, 'w').write('ran')"),
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=30),
+        isolation="landlock",
+        env={"S6_GRADER_NO_LANDLOCK": "1"},  # read by grader/landlock.py in the child, before any command
+    )
+    assert not marker.exists()
+    assert r.returncode == 97 and r.refused and "Landlock" in r.refused
+    assert r.failure()["type"] == "sandbox_failed"
+    # A command that prints the same words and exits 97 is not a refusal (only enter.py's pipe says so).
+    fake = run_sandboxed(
+        py("import sys; sys.stderr.write('s6-grader sandbox: Landlock could not be applied (x)\\n'); sys.exit(97)"),
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=30),
+        isolation="landlock",
+    )
+    assert fake.returncode == 97 and fake.refused is None and fake.failure()["type"] == "crash"
+
+
+_LEAVE = """
+import os, sys
+tag = sys.argv[1]
+for folder in ("/dev/shm", "/tmp", os.environ["TMPDIR"]):
+    try:
+        with open(os.path.join(folder, tag), "w") as f:
+            f.write("note")
+        print("WROTE", folder)
+    except OSError as exc:
+        print("REFUSED", folder, type(exc).__name__)
+locked = os.path.join(os.environ["TMPDIR"], "locked")
+os.makedirs(os.path.join(locked, "inner"), exist_ok=True)
+open(os.path.join(locked, "inner", "f"), "w").write("x")
+os.chmod(os.path.join(locked, "inner"), 0)
+os.chmod(locked, 0)
+print("TMPDIR", os.environ["TMPDIR"])
+"""
+_FIND = """
+import os, sys
+tag = sys.argv[1]
+found = [f for f in ("/dev/shm", "/tmp", os.environ["TMPDIR"], sys.argv[2]) if os.path.exists(os.path.join(f, tag))]
+print("FOUND" if found else "NOTHING", found)
+"""
+
+
+def test_dev_shm_and_tmp_are_the_childs_own_and_removed_after_it(tmp_path, layer):
+    tag = f"s6-note-{uuid.uuid4().hex}"
+    first = run_sandboxed(
+        [*py(_LEAVE), tag], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer
+    )
+    assert first.ok, first.stderr[-1000:]
+    tmpdir = first.stdout.split("TMPDIR ")[1].strip()
+    if layer == "landlock":
+        assert "REFUSED /dev/shm" in first.stdout and first.layers["dev_shm"] == "none"
+        assert "REFUSED /tmp" in first.stdout  # the host's /tmp: only its own TMPDIR
+        assert not os.path.exists(tmpdir)  # removed, locked folders and all
+    else:
+        assert first.layers["dev_shm"] == "tmpfs" and tmpdir == "/tmp"
+    second = run_sandboxed(
+        [*py(_FIND), tag, tmpdir], cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30), isolation=layer
+    )
+    assert second.stdout.startswith("NOTHING"), second.stdout + second.stderr[-500:]
+    assert not os.path.exists(f"/dev/shm/{tag}") and not os.path.exists(f"/tmp/{tag}")  # the host's
+
+
+def test_the_childs_tmpfs_is_size_limited_under_bubblewrap(tmp_path):
+    from layers import require
+
+    from grader.sandbox.layers import bwrap_sizes_tmpfs
+
+    require("bubblewrap")
+    if not bwrap_sizes_tmpfs():
+        pytest.skip("this bwrap cannot size a tmpfs (bubblewrap < 0.7)")
+    code = """
+import os
+for folder in ("/dev/shm", "/tmp"):
+    st = os.statvfs(folder)
+    print(folder, st.f_blocks * st.f_frsize >> 20)
+"""
+    r = run_sandboxed(
+        py(code), cwd=tmp_path, writable=[tmp_path], limits=Limits(wall_s=30, tmp_mb=32), isolation="bubblewrap"
+    )
+    assert r.ok, r.stderr[-500:]
+    assert r.stdout.split() == ["/dev/shm", "32", "/tmp", "32"], r.stdout
+
+
+def test_remove_tree_and_the_sweep_of_a_dead_graders_folders(tmp_path):
+    from grader.sandbox import launch
+
+    folder = tmp_path / "scratch"
+    (folder / "a" / "b").mkdir(parents=True)
+    (folder / "a" / "b" / "f").write_text("x")
+    os.chmod(folder / "a" / "b", 0)
+    os.chmod(folder / "a", 0)
+    launch.remove_tree(folder)
+    assert not folder.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    base = Path(tempfile.gettempdir())
+    stale = base / f"{launch.SCRATCH_PREFIX}{dead.pid}-test{uuid.uuid4().hex[:6]}"
+    alive = base / f"{launch.SCRATCH_PREFIX}{os.getpid()}-test{uuid.uuid4().hex[:6]}"
+    for made in (stale, alive):
+        (made / "tmp").mkdir(parents=True)
+        os.utime(made, (time.time() - 2 * launch.STALE_SCRATCH_S, time.time() - 2 * launch.STALE_SCRATCH_S))
+    try:
+        launch._sweep_stale_scratch.cache_clear()
+        launch._sweep_stale_scratch()
+        assert not stale.exists()
+        assert alive.exists()  # this grader still runs
+    finally:
+        launch.remove_tree(stale)
+        launch.remove_tree(alive)
+
+
+def test_pythonpath_folders_are_not_shown(tmp_path, layer, monkeypatch):
+    """`PYTHONPATH=.` in a folder of submissions: the child sees none of it, and still imports the grader."""
+    from grader.sandbox import child_view
+
+    klass = tmp_path / "class"
+    (klass / "bob").mkdir(parents=True)
+    (klass / "bob" / "model.py").write_text("secret = 1\n")
+    (klass / "alice").mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(klass))
+    view = child_view(cwd=klass / "alice", writable=[klass / "alice"])
+    assert all(klass not in (p, *p.parents) or p == klass / "alice" for p in [*view.read_only, *view.read_write])
+    code = f"""
+import grader, os
+try:
+    print("SEEN", os.listdir({str(klass / "bob")!r}))
+except OSError as exc:
+    print("HIDDEN", type(exc).__name__)
+print("PYTHONPATH", os.environ.get("PYTHONPATH"))
+"""
+    r = run_sandboxed(py(code), view=view, limits=Limits(wall_s=30), isolation=layer)
+    assert "HIDDEN" in r.stdout, (r.stdout, r.stderr[-500:])
+    assert str(klass) not in r.stdout.split("PYTHONPATH ")[1]
+
+
+def test_the_isolation_line_says_what_landlock_cannot_hide():
+    from grader.sandbox.layers import describe
+
+    base = {"pids_limit": 512, "memory_mb": 6144, "wall_s": 60, "seccomp": True, "capabilities": {}}
+    landlock = describe(base | {"filesystem": "landlock", "landlock_abi": 7, "names_visible": True, "uid": 0})
+    assert "names and sizes of files outside it can be seen, not read" in landlock
+    assert "uid 0 (root), no capabilities" in landlock
+    bwrap = describe(base | {"filesystem": "bubblewrap", "landlock_abi": 7, "uid": 65534, "network": "off"})
+    assert "names and sizes" not in bwrap and "uid 65534 (nobody), no capabilities" in bwrap
+    held = describe(base | {"filesystem": "plain", "uid": 0, "capabilities": {"CapEff": "00000000a80425fb"}})
+    assert "capabilities CapEff 00000000a80425fb" in held
+    assert "not measured" in describe(base | {"filesystem": "plain", "uid": None, "capabilities": None})
+
+
+def test_a_root_grader_drops_the_bounding_set_before_becoming_nobody(monkeypatch):
+    """Where nobody can run this Python the forked child empties its bounding set first (a nobody process
+    no longer can), then changes uid: nothing is left to regain. Run on a binary nobody can read."""
+    import functools
+
+    import grader.sandbox.limits as limits
+
+    if os.geteuid() != 0:
+        pytest.skip("the grader is not root here")
+    cat = shutil.which("cat")
+    if cat is None or not os.access(cat, os.X_OK):
+        pytest.skip("no cat to read /proc/self/status with")
+    monkeypatch.setattr(limits, "drop_to_nobody", lambda: True)
+    from grader.child.privileges import libc, status
+
+    libc()
+    shown = subprocess.run(
+        [cat, "/proc/self/status"],
+        preexec_fn=functools.partial(limits.apply_limits, Limits(), False, None, True),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    state = status(shown)
+    assert state["uid"][:3] == [limits.NOBODY] * 3
+    assert all(int(state[key], 16) == 0 for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")), state
