@@ -21,7 +21,7 @@ class ErrorKind(str, Enum):
 
     # The sandboxed children (grader/sandbox/launch.py, grader/child/probe.py typed_error).
     TIMEOUT = "timeout"  # a child (or the whole grading) ran past its wall-clock or CPU time limit
-    SANDBOX_FAILED = "sandbox_failed"  # the sandbox could not be set up (Landlock refused)
+    SANDBOX_FAILED = "sandbox_failed"  # the sandbox could not be set up (Landlock, the seccomp filter or the capability drop refused)
     OUT_OF_MEMORY = "out_of_memory"  # MemoryError, or killed by SIGKILL (the memory limit)
     FILE_TOO_LARGE = "file_too_large"  # the child wrote a file over the size limit (SIGXFSZ)
     CRASH = "crash"  # a process died or exited with an error status, with no more specific reason

@@ -3,7 +3,8 @@
 Untrusted side (runs inside the sandbox next to the student's code).
 
 Nothing here is trusted by the grader: the child's outputs are inert files (``grader/boundary.py``)
-that the trusted side reads by value and checks again. ``enter`` restricts the process with Landlock
+that the trusted side reads by value and checks again. ``enter`` restricts the process (Landlock, no
+capabilities, the seccomp filter of ``seccomp``)
 before anything else runs; ``probe`` imports, builds and exports the model (in eval and in train mode)
 and serialises the transforms; ``runtime`` makes a student's module importable (stubs, fake datasets);
 ``graph_export`` writes the exported graphs as JSON. This is the only place student code runs: the
