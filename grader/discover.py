@@ -58,6 +58,7 @@ KEYWORDS = {
 }
 AUG_NAMES = {"HorizontalFlip", "ShiftScaleRotate", "CoarseDropout", "Affine", "Cutout"}
 GENERATED_PREFIX = "_s6_notebook_"  # modules made from notebook cells, in the probe's copy only
+RUN_PREFIX = "_s6_run_"  # a notebook's code cells in order, for the capture run (grader/child/capture.py)
 SESSION_FOLDER = re.compile(r"^(s|session|assignment|week|lab|hw|a)[\s_-]*0?6$", re.I)
 SLICE_PREFIX = "_s6_pipeline_"  # the train pipeline's statement and what it needs, cut from its file
 
@@ -106,6 +107,19 @@ class SourceCall:
 
 
 @dataclass
+class EntryPoint:
+    """What the capture run executes: a training script (or a ``main``), or a notebook's cells in order."""
+
+    file: str  # what the probe runs, relative to the root (a notebook: its run module)
+    shown_as: str  # the student's own file
+    kind: str  # script | notebook
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    cells: list[list] = field(default_factory=list)  # notebooks: [first line, last line, magic, arg, cell]
+    call_main: bool = False  # a script that defines main() and never calls it
+
+
+@dataclass
 class Discovery:
     root: Path
     assignment_dir: str  # relative; "" for the root
@@ -122,6 +136,7 @@ class Discovery:
     sys_path: list[str] = field(default_factory=list)
     torchvision_pipeline: str | None = None  # "file:line" of a torchvision train pipeline (not albumentations)
     locations: dict[str, dict] = field(default_factory=dict)  # generated file -> its source (grader/locations.py)
+    entries: list[EntryPoint] = field(default_factory=list)  # what the capture run executes, best first
     # The one index of the submission every later stage reads (not part of the report).
     submission: Submission | None = field(default=None, repr=False, compare=False)
 
@@ -130,6 +145,8 @@ class Discovery:
         d["root"] = str(self.root)
         d.pop("generated")
         d.pop("submission")
+        for entry in d["entries"]:
+            entry.pop("cells", None)  # the probe's map of a notebook's cells, not for readers
         return d
 
 
@@ -225,6 +242,9 @@ def discover(
             disc.torchvision_pipeline = tv
             notes.append(f"{tv} builds a torchvision pipeline, not an albumentations one")
     disc.sys_path = _sys_path_entries(root, py)
+    if not ("model" in pinned and "transforms" in pinned):  # both pinned: nothing for the capture to settle
+        own = {rel: f for rel, f in scope.items() if rel not in generated}
+        disc.entries = _entry_points(sub, own, sorted(nb_scope), generated, disc.locations, notes)
     return disc
 
 
@@ -353,6 +373,159 @@ def _notebook_modules(
         out[target] = module.source
         locations[target] = {"source": rel, "lines": {n: list(cell) for n, cell in module.line_map.items()}}
     return out, locations
+
+
+# ---- entry points (the capture run) ---------------------------------------------------------------
+
+MAX_ENTRIES = 3
+TRAINING_SIGNS = {
+    r"\.backward\(": 3,
+    r"optim\.\w+\(|\b(SGD|Adam|AdamW|RMSprop)\(": 3,
+    r"\bDataLoader\(|_loader\b": 1,
+    r"\b(train|fit|run_epoch|train_model|training_loop)\(": 2,
+    r"for\s+epoch\b|\bepochs?\b": 1,
+}
+ENTRY_NAMES = re.compile(r"(train|main|run|s6|session|colab|assignment)", re.I)
+NOT_ENTRIES = re.compile(r"(^|/)(setup|conftest|__init__|__main__)\.py$|(^|/)tests?(/|_)")
+
+
+def _training_score(text: str) -> tuple[float, list[str]]:
+    score, seen = 0.0, []
+    for pattern, weight in TRAINING_SIGNS.items():
+        if re.search(pattern, text):
+            score += weight
+            seen.append(pattern)
+    return score, seen
+
+
+def _entry_points(
+    sub: Submission,
+    files: dict[str, _PyFile],
+    notebooks: list[str],
+    generated: dict[str, str],
+    locations: dict[str, dict],
+    notes: list[str],
+) -> list[EntryPoint]:
+    """The submission's own entry points that train, best first: scripts that do work when run (a
+    ``__main__`` block, top-level calls, a ``main`` nobody calls) and notebooks, by their training code."""
+    out: list[EntryPoint] = []
+    imported: set[str] = set()  # module names other files import (a library, not an entry point)
+    for f in files.values():
+        for node in ast.walk(f.tree) if f.tree is not None else ():
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[-1] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[-1])
+    for rel, f in files.items():
+        if f.tree is None or NOT_ENTRIES.search(rel) or _is_generated(rel):
+            continue
+        body = f.tree.body
+        guard = any(isinstance(s, ast.If) and "__main__" in ast.unparse(s.test) for s in body)
+        work = any(is_script_work(s) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)) for s in body)
+        defines_main = any(isinstance(s, ast.FunctionDef) and s.name == "main" for s in body)
+        calls_main = "main(" in "\n".join(ast.unparse(s) for s in body if not isinstance(s, ast.FunctionDef))
+        if not (guard or work or defines_main):
+            continue
+        score, _ = _training_score(f.text)
+        if score < 3:
+            continue
+        reasons = ["a script" + (" with a __main__ block" if guard else "")]
+        stem = rel.rsplit("/", 1)[-1].removesuffix(".py")
+        if ENTRY_NAMES.search(stem):
+            score += 2
+        if stem in imported:
+            score -= 3  # imported by another file: a library of the real entry point
+            reasons.append("imported by another file")
+        out.append(
+            EntryPoint(rel, rel, "script", score, reasons, call_main=defines_main and not guard and not calls_main)
+        )
+    for rel in notebooks:
+        try:
+            nb = sub.notebook(rel)
+        except Exception:
+            continue
+        source, line_map, cells = notebook_run_module(nb)
+        score, _ = _training_score(source)
+        if score < 3:
+            continue
+        folder, _, name = rel.rpartition("/")
+        stem = re.sub(r"\W", "_", name.removesuffix(".ipynb"))
+        target = f"{folder}/{RUN_PREFIX}{stem}.py" if folder else f"{RUN_PREFIX}{stem}.py"
+        generated[target] = source
+        locations[target] = {"source": rel, "lines": {n: list(c) for n, c in line_map.items()}}
+        executed = sum(1 for c in nb.code_cells if c.execution_count is not None)
+        if executed:
+            score += 1  # run by the student (outputs saved)
+        if ENTRY_NAMES.search(name):
+            score += 1
+        out.append(EntryPoint(target, rel, "notebook", score + 1, ["a notebook's cells in order"], cells))
+    out.sort(key=lambda e: (-e.score, e.shown_as))
+    if len(out) > MAX_ENTRIES:
+        notes.append(
+            "the capture run tries " + ", ".join(e.shown_as for e in out[:MAX_ENTRIES]) + f" ({len(out)} could train)"
+        )
+    return out[:MAX_ENTRIES]
+
+
+PY_CELL_MAGICS = {"capture", "time", "timeit", "prun", "debug", "memit", "skip", "local", "tensorflow_version"}
+LINE_MAGIC = re.compile(r"^(\s*)(?:([\w\s,.\[\]()]+?)\s*=\s*)?([!%])(.*)$")
+
+
+def notebook_run_module(nb: Any) -> tuple[str, dict[int, tuple[int, int]], list[list]]:
+    """A notebook's code cells one after the other as the capture run executes them: IPython lines
+    become calls of the run's shims (``!cmd`` -> ``_s6_shell("cmd")``, ``%cd x`` -> ``_s6_magic("cd", "x")``),
+    every line keeps its place. Returns the source, its line -> (cell, line in cell) map, and per cell
+    [first line, last line, magic, argument, cell]: magic is "" (Python), "writefile" or "skip"."""
+    out = ["# A notebook's code cells in order, for the grader's capture run (its IPython lines are shims)."]
+    line_map: dict[int, tuple[int, int]] = {}
+    cells: list[list] = []
+    for cell in nb.code_cells:
+        lines, magic, arg = _cell_python(cell.source)
+        start = len(out) + 1
+        for number, line in enumerate(lines, 1):
+            out.append(line)
+            line_map[len(out)] = (cell.index, number)
+        cells.append([start, len(out), magic, arg, cell.index])
+        out.append("")
+    return "\n".join(out) + "\n", line_map, cells
+
+
+def _cell_python(source: str) -> tuple[list[str], str, str]:
+    """(lines with the same numbering, magic, argument) for one code cell."""
+    lines = source.split("\n")
+    first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+    if first is not None and lines[first].lstrip().startswith("%%"):
+        words = lines[first].strip()[2:].split()
+        magic = words[0] if words else ""
+        if magic in ("writefile", "file"):
+            return lines, "writefile", words[-1] if len(words) > 1 else ""
+        if magic not in PY_CELL_MAGICS:
+            return ["# " + ln for ln in lines], "skip", magic
+        lines[first] = ""
+    try:
+        ast.parse("\n".join(lines))
+        return lines, "", ""
+    except SyntaxError:
+        pass
+    for i, line in enumerate(lines):
+        match = LINE_MAGIC.match(line)
+        if match is None or line.lstrip().startswith("!="):
+            continue
+        indent, target, kind, rest = match.groups()
+        assign = f"{target.strip()} = " if target else ""
+        if kind == "!":
+            lines[i] = f"{indent}{assign}_s6_shell({rest.strip()!r})"
+        else:
+            name, _, arg = rest.lstrip("%").partition(" ")
+            lines[i] = f"{indent}{assign}_s6_magic({name.strip()!r}, {arg.strip()!r})"
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*(\?{1,2}[\w.]+|[\w.]+\?{1,2})\s*$", line):
+            lines[i] = line[: len(line) - len(line.lstrip())] + "pass"
+    try:
+        ast.parse("\n".join(lines))
+    except SyntaxError:
+        return ["# " + ln for ln in source.split("\n")], "skip", "syntax error"
+    return lines, "", ""
 
 
 # ---- model ----------------------------------------------------------------------------------------

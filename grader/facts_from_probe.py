@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def analyze_submission(
         )
     elif child.isolation == "landlock":
         facts.warnings.append(
-            "the submission ran under Landlock alone, without bubblewrap's namespaces (filesystem allowlist, TCP denied)"
+            "the submission ran under Landlock alone, without bubblewrap's namespaces (filesystem allowlist, no network, "
+            "no /dev/shm): it could see the names and sizes of files outside its view, though not read them"
         )
     facts.warnings += [note for note in child.notes if "planted" in note or "inside" in note]
     facts.sources = read_sources(disc.submission or submission, disc.py_files, disc.notebooks)
@@ -232,26 +234,21 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
         err = next((e for e in probe.get("errors", []) if e.get("stage") == "building the transforms"), None)
         t = disc.transforms
         if err and t is not None:  # the probe builds transforms only when discovery found some
-            pin = f"--transforms {t.file}:{t.name or 'NAME'}" + (
-                " --transforms-kwargs '{...}'" if t.kind in ("function", "class") else ""
-            )
-            where = f" ({err['where']})" if err.get("where") else ""
-            assumed = f"; the grader assumed {', '.join(t.assumed)}" if t.assumed else ""
             # The probe's own kind, relayed as it wrote it: probe.json is the child's (untrusted) output,
             # and a kind forged there must not stop the grading (ErrorKind() would raise on it).
-            facts.aug_failure = {
-                "type": err["type"],
-                "message": f"the grader could not build the train pipeline: {err['message']}{where}{assumed}. Pin how to build it with {pin} (or `transforms` and `transforms_kwargs` in grade.toml)",
-            }
-        elif disc.torchvision_pipeline:
+            facts.aug_failure = {"type": err["type"], "message": undecided_pipeline(err, t, probe)}
+        elif disc.torchvision_pipeline or _text((probe.get("capture") or {}).get("torchvision_applied_at")):
+            where = _text((probe.get("capture") or {}).get("torchvision_applied_at")) or disc.torchvision_pipeline
             facts.aug_failure = Failure(
                 ErrorKind.NOT_ALBUMENTATIONS,
-                f"the train pipeline at {disc.torchvision_pipeline} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout",
+                f"the train pipeline at {where} is torchvision's transforms.Compose, not albumentations: the assignment asks for A.HorizontalFlip, A.ShiftScaleRotate and A.CoarseDropout",
             ).to_dict()
         elif disc.transforms is None:
             facts.aug_failure = Failure(
                 ErrorKind.NOT_FOUND,
-                "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found; point at it with --transforms FILE:NAME",
+                "no albumentations train pipeline (A.Compose with HorizontalFlip/ShiftScaleRotate/CoarseDropout) was found"
+                + (f" ({capture_note(probe)})" if capture_note(probe) else "")
+                + "; point at it with --transforms FILE:NAME",
             ).to_dict()
         return
     texts = student_texts(disc.submission or Submission.scan(facts.submission), disc)
@@ -286,6 +283,82 @@ def _transforms(facts: Facts, disc: Discovery, probe: dict | None, out: Path) ->
             facts.augmented_grid_png = grid_png(grid)
         except (ValueError, OSError):
             pass
+
+
+def _text(value: Any, limit: int = 240) -> str:
+    """A string of the probe's report, length-capped ('' for anything else): display only."""
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def capture_note(probe: dict) -> str:
+    """Why the run of the student's entry point did not settle the pipeline, in a few words ('' when
+    no entry point was run)."""
+    cap: dict = probe["capture"] if isinstance(probe.get("capture"), dict) else {}
+    tried = [t for t in cap.get("tried", []) if isinstance(t, dict)] if isinstance(cap.get("tried"), list) else []
+    if not tried:
+        return ""
+    first = tried[0]
+    entry, status = _text(first.get("entry"), 120), _text(first.get("status"), 20)
+    if isinstance(cap.get("pipeline"), dict) and "pinned" in _text(cap["pipeline"].get("ignored")):
+        return f"the pin is used, not the pipeline {entry} applies"
+    error: dict = first["error"] if isinstance(first.get("error"), dict) else {}
+    if status in ("error", "exit"):
+        where = f" at {_text(error.get('where'), 120)}" if _text(error.get("where")) else ""
+        return f"the training code could not run here: {entry} stopped{where}, {_text(error.get('message'), 160)}"
+    if status == "timeout":
+        return f"the training code reached no training step in time ({entry})"
+    if status == "stopped":
+        return f"{entry} trains without an albumentations pipeline on its images"
+    return f"{entry} ran without reaching a training step"
+
+
+MISSING = [
+    (re.compile(r"NameError: name '(\w+)' is not defined"), "{0}"),
+    (re.compile(r"KeyError: '?([^']+)'?"), "the key {0!r}"),
+    (re.compile(r"missing \d+ required (?:positional|keyword-only) arguments?: ('.*)"), "{0}"),
+]
+
+
+def _wanted(err: dict, t: Any) -> str:
+    """The value the pipeline's code wanted and the grader could not give, as a person names it."""
+    message = _text(err.get("message"), 400)
+    for pattern, text in MISSING:
+        match = pattern.search(message)
+        if match:
+            return text.format(match.group(1).replace("'", ""))
+    guessed = [a.split(" ", 2)[1] for a in t.assumed if a.startswith("assumed ")]
+    names = [g.split("=", 1)[0] for g in guessed]
+    if "NoneType" in message:
+        none = [g.split("=", 1)[0] for g in guessed if g.endswith("=None")] or names
+        what = "values the code computes" if len(none) > 1 else "a value the code computes"
+        return " and ".join(none) + f" ({what} when it runs)" if none else ""
+    if names:
+        return (
+            " or ".join(names) + " as the code computes it (the grader's guesses " + ", ".join(guessed) + " do not fit)"
+        )
+    return ""
+
+
+def undecided_pipeline(err: dict, t: Any, probe: dict) -> str:
+    """One line: where the pipeline is, the value its code wanted, why the run did not give it, the pin."""
+    where = _text(err.get("where"), 200) or (f"{t.file}:{t.line}" if t.line else f"{t.file}:{t.name or ''}")
+    wanted = _wanted(err, t)
+    names = list(t.kwargs) if isinstance(t.kwargs, dict) else []
+    names += [n for n in re.findall(r"\w+", wanted.split(" (")[0]) if n not in names and n not in ("and", "the", "key")]
+    template = "{" + ", ".join(f'"{k}": ...' for k in names) + "}" if names else "{...}"
+    pin = f"--transforms {t.file}:{t.name or 'NAME'}" + (
+        f" --transforms-kwargs '{template}'" if t.kind in ("function", "class", "pinned") else ""
+    )
+    note = capture_note(probe)
+    text = (
+        f"the train pipeline at {where} could not be built: it needs {wanted}"
+        if wanted
+        else (f"the train pipeline at {where} could not be built")
+    )
+    text += f" ({_text(err.get('message'), 200)})"
+    if note:
+        text += f"; {note}"
+    return " ".join(f"{text}. Pin it with {pin} (or `transforms` and `transforms_kwargs` in grade.toml)".split())
 
 
 def _own_classes(config: Any) -> list[dict]:

@@ -15,16 +15,34 @@ from typing import Any
 
 
 def relabel_text(text: str, locations: dict[str, dict]) -> str:
-    """``text`` with ``generated.py:N`` replaced by ``file.py:N`` or ``notebook.ipynb cell C line L``."""
+    """``text`` with ``generated.py:N`` replaced by ``file.py:N`` or ``notebook.ipynb cell C line L``, and a
+    generated module's import name (``_s6_pipeline__s6_notebook_s7``, ``S6._s6_notebook_s7``) by its file."""
     if not locations or not isinstance(text, str) or "_s6_" not in text:
         return text
-    names = sorted(locations, key=len, reverse=True)
-    pattern = re.compile("(" + "|".join(re.escape(n) for n in names) + r")(?::(\d+))?")
+    forms = _forms(locations)
+    names = sorted(forms, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in names) + r")(?::(\d+))?(?!\w)")
 
     def replace(match: re.Match) -> str:
-        return _where(match.group(1), int(match.group(2)) if match.group(2) else None, locations)
+        generated, is_file = forms[match.group(1)]
+        line = int(match.group(2)) if match.group(2) and is_file else None
+        where = _where(generated, line, locations)
+        return where if is_file or not match.group(2) else f"{where}:{match.group(2)}"
 
     return pattern.sub(replace, text)
+
+
+def _forms(locations: dict[str, dict]) -> dict[str, tuple[str, bool]]:
+    """Every way a message can name a generated file: its path, its base name, and the module names
+    Python gives it (``a/b/_s6_x.py`` -> ``a.b._s6_x``, ``b._s6_x``, ``_s6_x``); -> (file, is a file name)."""
+    forms: dict[str, tuple[str, bool]] = {}
+    for generated in locations:
+        parts = generated.removesuffix(".py").split("/")
+        for i in range(len(parts)):
+            forms.setdefault(".".join(parts[i:]), (generated, False))
+        forms.setdefault(parts[-1] + ".py", (generated, True))
+        forms[generated] = (generated, True)
+    return forms
 
 
 def _where(generated: str, line: int | None, locations: dict[str, dict]) -> str:

@@ -24,6 +24,7 @@ from grader.boundary import PROBE_OUTPUTS, UnsafeOutput, copy_output, read_outpu
 from grader.discover import Discovery, DiscoveryError, discover
 from grader.failures import ErrorKind, Failure
 from grader.locations import relabel_results
+from grader.report.graded import built_where
 from grader.results import RESULTS_SCHEMA
 from grader.rubric import max_score
 from grader.sandbox import ChildResult, Limits, child_command, run_sandboxed
@@ -31,6 +32,7 @@ from grader.submission import Submission
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 MAX_PROBE_CANDIDATES = 24  # classes x assumed constructor arguments the probe may try
+CAPTURE_SHARE = 0.45  # of the probe's time limit, at most, for running the student's entry point
 
 
 @dataclass
@@ -69,12 +71,22 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
             ][:MAX_PROBE_CANDIDATES],
             "input_shape": list(course["input_shape"]),
             "num_classes": int(course["num_classes"]),
+            "pinned": "model" in disc.pinned,  # --model / grade.toml / --overrides: the capture does not replace it
         }
     transforms = None
     if disc.transforms is not None:
         t = disc.transforms
-        transforms = transforms_spec(t)
+        transforms = transforms_spec(t) | {"pinned": "transforms" in disc.pinned}
     cwd = copy_root / disc.assignment_dir if disc.assignment_dir else copy_root
+    probe_seconds = float(rubric["limits"]["probe_seconds"])
+    capture = {
+        # The student's own entry points, run up to the first optimizer step (grader/child/capture.py).
+        "entries": [
+            {"file": e.file, "shown_as": e.shown_as, "kind": e.kind, "cells": e.cells, "call_main": e.call_main}
+            for e in disc.entries
+        ],
+        "seconds": round(CAPTURE_SHARE * probe_seconds, 1),
+    }
     return {
         "root": str(copy_root),
         "cwd": str(cwd),
@@ -84,6 +96,8 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
         "input_shape": list(course["input_shape"]),
         "sys_path": [p for p in disc.sys_path if p] + ([disc.assignment_dir] if disc.assignment_dir else []),
         "threads": 1,
+        "capture": capture if capture["entries"] else None,
+        "probe_seconds": probe_seconds,
     }
 
 
@@ -148,7 +162,14 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         index = Submission.scan(submission).copy_to(snapshot)
         results["submission"]["hash"] = index.content_hash(rubric)
         try:
-            disc = discover(index, opts.model, opts.model_kwargs, opts.transforms, int(rubric["course"]["num_classes"]))
+            disc = discover(
+                index,
+                opts.model,
+                opts.model_kwargs,
+                opts.transforms,
+                int(rubric["course"]["num_classes"]),
+                opts.transforms_kwargs,  # --transforms-kwargs / an override's transforms_kwargs
+            )
         except DiscoveryError as exc:
             results["error"] = Failure(ErrorKind.DISCOVERY_FAILED, str(exc)).to_dict()
             return results
@@ -194,7 +215,7 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             results["error"] = {k: facts.failure.get(k, "") for k in ("type", "message", "where")}
         for key in ("checks", "warnings", "error", "output"):  # lines a student recognises
             results[key] = relabel_results(results[key], disc.locations)
-        for key in ("model", "transforms", "discovery"):
+        for key in ("model", "transforms", "discovery", "capture", "qa"):
             results["facts"][key] = relabel_results(results["facts"].get(key), disc.locations)
         _keep_artifacts(probe_out, opts.out_dir, facts.warnings)
         results["facts"]["artifacts"] = str(opts.out_dir)
@@ -231,6 +252,9 @@ def _facts_json(facts: Any) -> dict:
         "class": model["class"] if model else None,
         "candidates": probe.get("candidates", []),
     }
+    out["capture"] = capture_facts(probe, facts.discovery, model)
+    if (model or {}).get("captured") and out["capture"] and out["capture"].get("model"):
+        out["model"]["captured"] = out["capture"]["model"]
     if facts.params is not None:
         out["params"] = facts.params.params
         out["hidden_weights"] = facts.params.hidden
@@ -263,6 +287,123 @@ def _facts_json(facts: Any) -> dict:
     return out
 
 
+def _text(value: Any, limit: int = 300) -> str | None:
+    """A string of the probe's report as shown to a reader (the child's output: length-capped, never trusted)."""
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def capture_facts(probe: dict, disc: Discovery | None, chosen: dict | None) -> dict | None:
+    """What the capture run (the student's entry point up to its first optimizer step) found, what the
+    code alone pointed at, and where they differ: for the report. None when no entry point was run.
+
+    Everything here is display: the probe's strings, length-capped; the model and the pipeline that are
+    graded were rebuilt and measured like any other."""
+    cap = probe.get("capture")
+    if not isinstance(cap, dict) or disc is None:
+        return None
+    shown = {e.shown_as for e in disc.entries}
+    stopped: dict = cap["stopped"] if isinstance(cap.get("stopped"), dict) else {}
+    tried = []
+    for t in cap.get("tried", [])[:5] if isinstance(cap.get("tried"), list) else []:
+        if not isinstance(t, dict) or t.get("entry") not in shown:
+            continue
+        error: dict = t["error"] if isinstance(t.get("error"), dict) else {}
+        tried.append(
+            {
+                "entry": t["entry"],
+                "status": _text(t.get("status"), 40),
+                "error": _text(error.get("message")),
+                "where": _text(error.get("where"), 200),
+                "cell_errors": len(t["cell_errors"]) if isinstance(t.get("cell_errors"), list) else 0,
+            }
+        )
+    out: dict[str, Any] = {
+        "entry": cap.get("entry") if cap.get("entry") in shown else None,
+        "tried": tried,
+        "stopped": _text(stopped.get("what"), 60),
+        "stopped_at": _text(stopped.get("at"), 200),
+        "stopped_entry_at": _text(stopped.get("entry_at"), 200),
+        "seconds": cap.get("seconds") if isinstance(cap.get("seconds"), (int, float)) else None,
+        "shims": [x[:200] for x in cap.get("shims", [])[:20] if isinstance(x, str)]
+        if isinstance(cap.get("shims"), list)
+        else [],
+        "disagreements": [],
+        # Every A.Compose the run built, by the student's line (the one applied is ``pipeline``).
+        "pipelines_built": [
+            site
+            for b in (cap["pipelines_built"][:20] if isinstance(cap.get("pipelines_built"), list) else [])
+            if isinstance(b, dict) and (site := _text(b.get("site"), 200))
+        ],
+    }
+    if chosen and chosen.get("captured"):
+        out["model"] = {
+            "class": _text(chosen.get("class"), 120),
+            "file": _text(chosen.get("file"), 200),
+            "built_at": _text(chosen.get("built_at"), 200),
+            "entry_at": _text(chosen.get("entry_at"), 200),
+            "optimizer": _text(chosen.get("optimizer"), 60),
+            "optimizer_at": _text(chosen.get("optimizer_at"), 200),
+            "arguments": _arguments(chosen.get("args"), chosen.get("kwargs")),
+        }
+    pipeline: dict = cap["pipeline"] if isinstance(cap.get("pipeline"), dict) else {}
+    if pipeline:
+        out["pipeline"] = {
+            "site": _text(pipeline.get("site"), 200),
+            "applied_at": _text(pipeline.get("applied_at"), 200),
+            "how": _text(pipeline.get("how"), 80),
+            "agrees": bool(pipeline.get("agrees")),
+            "ignored": _text(pipeline.get("ignored"), 80),
+        }
+    if _text(cap.get("torchvision_applied_at")):
+        out["torchvision_applied_at"] = _text(cap.get("torchvision_applied_at"), 200)
+    # What the code alone pointed at, and where the run says otherwise (the run wins, unless pinned).
+    static_model = f"{disc.models[0].file}:{disc.models[0].cls}" if disc.models else None
+    static_pipeline = None
+    if disc.transforms is not None:
+        t = disc.transforms
+        static_pipeline = f"{t.file}:{t.name}" if t.name else f"{t.file}:{t.line}"
+    out["static"] = {"model": static_model, "pipeline": static_pipeline}
+    model = out.get("model")
+    out["differs"] = {"model": False, "pipeline": False}
+    if model and static_model and static_model != f"{model['file']}:{model['class']}":
+        out["differs"]["model"] = True
+        out["disagreements"].append(
+            f"the training code trains {model['file']}:{model['class']}"
+            + (f" (built at {built_where(model)})" if model.get("built_at") else "")
+            + f"; the code alone pointed at {static_model}"
+        )
+    if pipeline and not out["pipeline"]["agrees"] and not out["pipeline"]["ignored"]:
+        out["differs"]["pipeline"] = True
+        where = out["pipeline"]["site"] or "?"
+        applied = f", applied at {out['pipeline']['applied_at']}" if out["pipeline"]["applied_at"] else ""
+        alone = f"the code alone gave {static_pipeline}" if static_pipeline else "the code alone found none"
+        out["disagreements"].append(
+            f"the training images go through the pipeline built at {where}{applied}; {alone}"
+            + (" (built differently)" if static_pipeline else "")
+        )
+    return out
+
+
+def _arguments(args: Any, kwargs: Any) -> str:
+    """``(10, dropout=0.05)`` from the probe's JSON values (display only)."""
+    parts = [json.dumps(a)[:60] if not isinstance(a, str) else a[:60] for a in (args if isinstance(args, list) else [])]
+    if isinstance(kwargs, dict):
+        parts += [f"{k}={json.dumps(v)[:60]}" for k, v in list(kwargs.items())[:12]]
+    return "(" + ", ".join(parts)[:300] + ")"
+
+
+def _class_source(text: str, name: str) -> str:
+    """The class ``name`` out of a generated module (a notebook's cells), else the whole text."""
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return text
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    return (ast.get_source_segment(text, node) or text) if node is not None else text
+
+
 def _indexed_source(index: Submission, file: str) -> str:
     rel = index.normalize(file)
     try:
@@ -282,8 +423,19 @@ def _qa(facts: Any) -> dict:
         # path, so "../../etc/passwd" names nothing.
         file = str((picked or {}).get("file") or disc.models[0].file)
         index = disc.submission or Submission.scan(facts.submission)
-        text = disc.generated.get(file) if file in disc.generated else _indexed_source(index, file)
+        text = _class_source(disc.generated[file], chosen) if file in disc.generated else _indexed_source(index, file)
         qa["model_code"] = {"file": file, "cls": chosen, "text": (text or "")[:30_000]}
     if disc is not None:
-        qa["augmentation_code"] = [{"file": c.file, "line": c.line, "text": c.text} for c in disc.aug_calls[:20]]
+        # A notebook's calls are read twice (its cells, and the module of its definitions): each once,
+        # located in its cell.
+        entries, seen = [], set()
+        for c in sorted(disc.aug_calls, key=lambda c: c.file not in disc.locations):
+            if c.text in seen:
+                continue
+            seen.add(c.text)
+            where = relabel_results(f"{c.file}:{c.line}", disc.locations) if c.file in disc.locations else None
+            if where is None and c.file.endswith(".ipynb"):
+                where = c.file  # a line of the cells joined means nothing to a reader
+            entries.append({"file": c.file, "line": c.line, "where": where or f"{c.file}:{c.line}", "text": c.text})
+        qa["augmentation_code"] = entries[:20]
     return qa

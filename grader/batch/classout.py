@@ -128,6 +128,7 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
             "error_message": "",
             "rules": {},
             "statuses": {},
+            "undecided": {},
             "arch_group": group,
             "content_hash": "",
             "source": entry.describe(),
@@ -168,6 +169,12 @@ def _row(entry: Entry, results: dict | None, rules: list[dict], group: str) -> d
             r["id"]: c.get("points", 0) for r in rules if (c := checks.get(r["id"])) and c.get("status") != "skipped"
         },
         "statuses": {r["id"]: checks[r["id"]].get("status", "") for r in rules if r["id"] in checks},
+        # A rule the grader could not decide (status error): the index says so instead of a 0 in red.
+        "undecided": {
+            r["id"]: _short(c.get("message", ""))
+            for r in rules
+            if (c := checks.get(r["id"])) and c.get("status") == "error"
+        },
         "arch_group": group,
         "content_hash": (results.get("submission") or {}).get("hash") or "",
         "source": entry.describe(),

@@ -2,10 +2,14 @@
 
 Untrusted side (runs inside the sandbox next to the student's code).
 
-It imports the model module, builds the model, exports its aten graph, builds the train transforms
-and measures CoarseDropout, then writes only inert files into the spec's ``out`` folder:
+It builds the train transforms from their slice, runs the submission's own entry point up to its
+first optimizer step (``grader/child/capture.py``: which model reaches the optimizer, with which
+arguments, and which pipeline reaches the training images), builds that model (or discovery's
+candidates when the capture settled nothing), exports its aten graph and measures CoarseDropout, then
+writes only inert files into the spec's ``out`` folder:
 
-- ``probe.json``: what happened at each step (typed errors included), candidates, transform description
+- ``probe.json``: what happened at each step (typed errors included), candidates, transform description,
+  what the capture run found (``capture``)
 - ``graph.json`` + ``graph_train.json`` + ``weights.safetensors``: the graph exported in eval mode (what is
   analysed and evaluated) and in train mode (what the trusted side trains), and the tensors they read
 - ``augmented.npy``: a grid of augmented probe images; ``summary.txt``: the torchinfo summary
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.boundary import write_output
+from grader.child.capture import run_capture
 from grader.failures import ErrorKind, Failure
 
 CUDA_MARKERS = (
@@ -319,8 +324,27 @@ def main(spec_path: str) -> int:
                 report["errors"].append(err)
             timings["transforms"] = time.perf_counter() - t1
         save_partial(caught_warnings)
+        # ---- capture: the student's own entry point, up to its first optimizer step ----------------
+        state = None
+        if (spec.get("capture") or {}).get("entries"):
+            t1 = time.perf_counter()
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                report["capture"], state = run_capture(capture_spec(spec, t0), root)
+            timings["capture"] = time.perf_counter() - t1
+            if state is not None:
+                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                    use_captured_pipeline(report, state, spec, out)
+        save_partial(caught_warnings)
         # ---- model -------------------------------------------------------------------------------
-        if spec.get("model"):
+        model_spec = spec.get("model") or {}
+        if state is not None and spec.get("model") and not model_spec.get("pinned"):
+            t1 = time.perf_counter()
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                model = build_captured(state, spec, root, report)
+            if model is not None:
+                report["steps"]["import"] = report["steps"]["build"] = "ok"
+            timings["model_captured"] = time.perf_counter() - t1
+        if spec.get("model") and model is None:
             t1 = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
@@ -359,6 +383,119 @@ def main(spec_path: str) -> int:
     timings["total"] = time.perf_counter() - t0
     save()
     return 0
+
+
+def capture_spec(spec: dict, t0: float) -> dict:
+    """The spec with the capture's time cut to what the probe can spare: the static fallback and the
+    export still need their share of the probe's own limit."""
+    capture = dict(spec["capture"])
+    limit = float(spec.get("probe_seconds") or 60)
+    spare = limit - (time.perf_counter() - t0) - max(8.0, 0.3 * limit)
+    capture["seconds"] = max(1.0, min(float(capture.get("seconds", 20)), spare))
+    return spec | {"capture": capture}
+
+
+def use_captured_pipeline(report: dict, state: Any, spec: dict, out: Path) -> None:
+    """The pipeline the training images went through replaces discovery's when they differ (or when
+    discovery's did not build); a pinned pipeline (--transforms, grade.toml) is kept."""
+    from grader.child import capture
+
+    cap = report["capture"]
+    cap["pipelines_built"] = capture.built_pipelines(state)
+    tv = capture.torchvision_applied(state)
+    if tv:
+        cap["torchvision_applied_at"] = tv
+    found = capture.applied_pipeline(state)
+    if found is None:
+        return
+    pipeline, how = found
+    cap["pipeline"] = how
+    t = spec.get("transforms") or {}
+    if t.get("pinned"):
+        how["ignored"] = "the pipeline is pinned"
+        return
+    import albumentations as A
+
+    static = report.get("transforms")
+    try:
+        config = A.to_dict(pipeline)
+    except Exception:
+        config = None
+    if static is not None and config is not None and static.get("to_dict") == config:
+        how["agrees"] = True
+        static["captured"] = how
+        return
+    if static is not None and not how.get("applied_at"):
+        # Built by the run but never seen on a training image: no better than the code's own reading.
+        how["ignored"] = "not seen applied to a training image: the pipeline read from the code is kept"
+        return
+    desc = describe_pipeline(pipeline, how.get("site") or how.get("applied_at") or "?", out)
+    desc["captured"] = how
+    static_error = next((e for e in report["errors"] if e.get("stage") == "building the transforms"), None)
+    if static is not None:
+        desc["static"] = {"site": static.get("site")}
+    elif static_error is not None:
+        desc["static"] = {"error": static_error}
+        report["errors"].remove(static_error)
+    report["transforms"] = desc
+    report["steps"]["transforms"] = "ok"
+
+
+def _structure(model: Any) -> list[tuple[str, tuple]]:
+    return [(n, tuple(t.shape)) for n, t in [*model.named_parameters(), *model.named_buffers()]]
+
+
+def build_captured(state: Any, spec: dict, root: Path, report: dict) -> Any:
+    """The model the first optimizer got, built again from its class and the arguments it was built
+    with (the instance itself when it was changed after it was built); None when the capture found none."""
+    import torch
+
+    from grader.augment_inspect import jsonable
+    from grader.child import capture
+
+    shape = tuple(spec["input_shape"])
+    optimizer = state.optimizers[0] if state.optimizers else {}
+    for instance in capture.trained_modules(state)[:3]:
+        cls = type(instance)
+        args, kwargs = instance.__dict__.get("_s6_args", ((), {}))
+        built_at, entry_at = instance.__dict__.get("_s6_built_at", (None, None))
+        entry: dict[str, Any] = {
+            "file": capture.class_file(cls, str(root)) or cls.__module__,
+            "class": cls.__name__,
+            "args": jsonable(list(args)),
+            "kwargs": jsonable(dict(kwargs)),
+            "assumed": [],
+            "captured": True,
+            "built_at": built_at,
+            "entry_at": entry_at,
+            "optimizer": optimizer.get("class"),
+            "optimizer_at": optimizer.get("at"),
+            "optimizer_entry_at": optimizer.get("entry_at"),
+        }
+        report["candidates"].append(entry)
+        try:
+            model = cls(*args, **kwargs)
+            if _structure(model) != _structure(instance):
+                entry["note"] = "changed after it was built: the instance the optimizer got is exported"
+                model = instance
+            model.eval()
+            with torch.no_grad():
+                out = model(torch.randn(2, *shape))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            entry["output_shape"] = list(out.shape)
+            entry["ok"] = tuple(out.shape) == (2, spec["model"]["num_classes"])
+        except BaseException as exc:
+            entry["error"] = typed_error(exc, root, "building the model")
+            return None  # the trained class does not build here: the same failure as any other build
+        if entry["ok"]:
+            entry["chosen"] = True
+            report["capture"]["model"] = {k: entry[k] for k in entry if k not in ("assumed", "ok", "output_shape")}
+            return model
+        entry["error"] = Failure(
+            ErrorKind.WRONG_OUTPUT_SHAPE,
+            f"(2, 3, 32, 32) gives {tuple(out.shape)}, expected (2, {spec['model']['num_classes']})",
+        ).to_dict()
+    return None
 
 
 def export_graph(model: Any, spec: dict, root: Path, out: Path, report: dict) -> None:

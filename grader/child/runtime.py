@@ -5,14 +5,19 @@ Untrusted side (runs inside the sandbox next to the student's code).
 - Stub modules for third-party imports the submission makes that are not installed (``google.colab``,
   ``torch_lr_finder``…): only imports made from the submission's own files are stubbed, and each is
   recorded so the report can say so.
-- Fake torchvision datasets: CIFAR10/MNIST/CIFAR100 built at import time get 64 random images
-  instead of a download (the probe has no network and never sees real data).
+- Fake torchvision datasets: CIFAR10/MNIST/CIFAR100 (and ImageFolder) built at import time get 64
+  random images instead of a download (the probe has no network and never sees real data). During the
+  capture run (``grader/child/capture.py``, ``CAPTURING``) every image is one grader-made 32x32 image
+  whose per-channel mean and std are CIFAR-10's, so a mean or std the student's code computes from the
+  data (``train.data.mean(axis=(0, 1, 2)) / 255``) is the real one; a split holds ``CAPTURE_SPLIT``
+  images (enough for any batch the capture makes, cheap to average).
 - The creation site (file:line in the submission) of every nn.Module and albumentations Compose is
   recorded, so that messages can point at the line that built a layer.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -27,6 +32,11 @@ import numpy as np
 STUBBED: list[str] = []
 DATASETS_FAKED: list[str] = []
 CREATED_COMPOSES: list[tuple[Any, str]] = []
+CAPTURING = [False]  # set by the capture run: datasets hold grader-made images with CIFAR-10's statistics
+CAPTURE_SPLIT = {True: 512, False: 128}  # images in the train / test split during the capture run
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def _submission_frame(root: str, depth: int = 2) -> str | None:
@@ -152,8 +162,27 @@ def fake_datasets() -> None:
         sys.meta_path.insert(0, _AfterImport("torchvision.datasets", _patch_datasets))
 
 
+@functools.cache
+def statistics_image(mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD) -> np.ndarray:
+    """One 32x32x3 uint8 image whose per-channel mean and std over its pixels (in 0-1 units) are ``mean``
+    (within 1/1024 of a grey level) and ``std`` (within a few hundredths of one): evenly spread values,
+    shuffled. Read-only: every fake image is this one."""
+    rng = np.random.default_rng(6)
+    channels = []
+    for m, s in zip(mean, std, strict=True):
+        spread = np.linspace(-1.0, 1.0, 1024) * (s * 255 * np.sqrt(3.0) * np.sqrt(1023 / 1025))
+        values = np.clip(np.round(m * 255 + spread), 0, 255)
+        missing = int(round(m * 255 * 1024) - values.sum())  # the exact sum: +-1 on the values nearest the mean
+        nearest = np.argsort(np.abs(values - m * 255), kind="stable")[: abs(missing)]
+        values[nearest] += np.sign(missing)
+        channels.append(rng.permutation(values))
+    image = np.stack(channels, -1).reshape(32, 32, 3).astype(np.uint8)
+    image.flags.writeable = False
+    return image
+
+
 def _patch_datasets(tvd: Any) -> None:
-    """Replace CIFAR10/CIFAR100/MNIST in ``torchvision.datasets`` with random ones (same API)."""
+    """Replace CIFAR10/CIFAR100/MNIST/ImageFolder in ``torchvision.datasets`` with fakes (same API)."""
     try:
         from PIL import Image
     except Exception:
@@ -171,16 +200,23 @@ def _patch_datasets(tvd: Any) -> None:
                 **kwargs: Any,
             ):
                 super().__init__(str(root), transform=transform, target_transform=target_transform)
-                DATASETS_FAKED.append(name)
                 rng = np.random.default_rng(0)
                 self.train = train
-                self.data = rng.integers(0, 256, size=(64, *shape), dtype=np.uint8)
-                self.targets = [int(t) for t in rng.integers(0, len(classes), size=64)]
+                if CAPTURING[0]:
+                    n = CAPTURE_SPLIT[bool(train)]
+                    image = statistics_image()
+                    image = image if len(shape) == 3 else image[..., 0]
+                    self.data = np.repeat(image[None, : shape[0], : shape[1]], n, axis=0)
+                    self.targets = [i % len(classes) for i in range(n)]
+                else:
+                    DATASETS_FAKED.append(name)
+                    self.data = rng.integers(0, 256, size=(64, *shape), dtype=np.uint8)
+                    self.targets = [int(t) for t in rng.integers(0, len(classes), size=64)]
                 self.classes = list(classes)
                 self.class_to_idx = {c: i for i, c in enumerate(classes)}
 
             def __getitem__(self, index: int) -> tuple[Any, Any]:
-                img = Image.fromarray(self.data[index])
+                img = Image.fromarray(np.ascontiguousarray(self.data[index]))
                 target = self.targets[index]
                 if self.transform is not None:
                     img = self.transform(img)
@@ -194,10 +230,44 @@ def _patch_datasets(tvd: Any) -> None:
         Fake.__name__ = Fake.__qualname__ = name
         return Fake
 
-    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    tvd.CIFAR10 = make("CIFAR10", (32, 32, 3), cifar)
+    class ImageFolder(tvd.VisionDataset):
+        """An image-folder tree of grader-made images: its classes are the folder's, or CIFAR-10's."""
+
+        def __init__(self, root: Any = "", transform: Any = None, target_transform: Any = None, **kwargs: Any):
+            super().__init__(str(root), transform=transform, target_transform=target_transform)
+            if not CAPTURING[0]:
+                DATASETS_FAKED.append("ImageFolder")
+            try:
+                classes = sorted(p.name for p in Path(str(root)).iterdir() if p.is_dir())
+            except OSError:
+                classes = []
+            self.classes = classes or list(CIFAR10_CLASSES)
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+            n = CAPTURE_SPLIT[True] if CAPTURING[0] else 64
+            self.samples = [(f"{root}/{self.classes[i % len(self.classes)]}/{i}.png", i % len(self.classes)) for i in range(n)]  # fmt: skip
+            self.imgs = self.samples
+            self.targets = [t for _, t in self.samples]
+            self.loader = lambda path: Image.fromarray(statistics_image())
+
+        def __getitem__(self, index: int) -> tuple[Any, Any]:
+            img, target = Image.fromarray(statistics_image()), self.targets[index]
+            if self.transform is not None:
+                img = self.transform(img)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
+            return img, target
+
+        def __len__(self) -> int:
+            return len(self.samples)
+
+    tvd.CIFAR10 = make("CIFAR10", (32, 32, 3), CIFAR10_CLASSES)
     tvd.CIFAR100 = make("CIFAR100", (32, 32, 3), [str(i) for i in range(100)])
     tvd.MNIST = make("MNIST", (28, 28), [str(i) for i in range(10)])
+    tvd.ImageFolder = ImageFolder
+    for module_name, names in (("cifar", ("CIFAR10", "CIFAR100")), ("mnist", ("MNIST",)), ("folder", ("ImageFolder",))):
+        module = sys.modules.get(f"torchvision.datasets.{module_name}")
+        for attr in names if module is not None else ():
+            setattr(module, attr, getattr(tvd, attr))
 
 
 def record_creation_sites(root: Path) -> None:
