@@ -161,18 +161,21 @@ class TrainingJob:
             return bool(self.opts.rubric["training"]["early_stop"])
         return False
 
-    def consistency(self, test_acc: float, weights: dict[str, torch.Tensor]) -> Consistency:
-        """The checkpoint's accuracy on flipped and shifted test images and on clean training images."""
+    def consistency(self, test: EvalResult, weights: dict[str, torch.Tensor]) -> Consistency:
+        """The checkpoint's right and wrong on flipped and shifted test images and on clean training images."""
         margin = float(self.opts.rubric["rules"]["accuracy"].get("consistency_margin", 3.0))
-        flip = self.evaluate_weights(weights, preprocess(flipped(self.test.images), self.config)).acc
-        shift = self.evaluate_weights(weights, preprocess(shifted(self.test.images), self.config)).acc
+        labels = self.test.labels
+        flip = self.evaluate_weights(weights, preprocess(flipped(self.test.images), self.config)).predictions
+        shift = self.evaluate_weights(weights, preprocess(shifted(self.test.images), self.config)).predictions
         train = load_split("train", self.opts.data, self.opts.data_dir)
         pick = train_sample(len(train), self.seed)
         model = model_with_weights(self.graph, weights)
         batch = 500 if self.graph.batch_dynamic else 2
         x, y = preprocess(train.images[pick], self.config), torch.from_numpy(train.labels[pick])
-        on_train = evaluate(model, x, y, self.device, batch, self.probabilities, seed=self.seed).acc
-        return Consistency(test_acc, flip, shift, on_train, margin)
+        on_train = evaluate(model, x, y, self.device, batch, self.probabilities, seed=self.seed).predictions
+        return Consistency(
+            test.predictions == labels, flip == labels, shift == labels, on_train == train.labels[pick], margin
+        )
 
     # ---- resuming ------------------------------------------------------------------------------------
     def keep(self, state: bytes | None, complete: bool = False, extra: dict | None = None) -> None:
@@ -597,7 +600,7 @@ def _checkpoint(job: TrainingJob, test: Split, result: dict) -> dict:
         weights = load_checkpoint(Path(job.opts.weights))
         check_checkpoint(job.graph, weights)
         evaluated = job.evaluate_weights(weights)
-        figures = job.consistency(evaluated.acc, weights)
+        figures = job.consistency(evaluated, weights)
     except GraphError as exc:
         result["error"] = Failure(ErrorKind(exc.kind), str(exc)).to_dict()
         return result

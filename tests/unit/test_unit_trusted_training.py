@@ -219,10 +219,24 @@ def test_consistency_figures():
     moved = shifted(images_, 2, 2)
     assert np.array_equal(moved[:, 2:, 2:], images_[:, :2, :2])  # moved right and down
     assert np.array_equal(moved[:, 0, 2:], images_[:, 2, :2])  # the uncovered rows reflected in
-    honest = Consistency(86.0, 85.5, 84.0, 92.0, 3.0)
-    memorised = Consistency(100.0, 40.0, 38.0, 41.0, 3.0)
-    assert not honest.suspected and memorised.suspected
-    assert memorised.explain().startswith("test accuracy 100.00% against 38.00% on test images shifted by 2 px")
+
+    def right(n: int, share: float, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).permutation(n) < round(share * n)
+
+    test = right(10_000, 0.86, 0)
+    honest = Consistency(
+        test, test & right(10_000, 0.985, 1), test & right(10_000, 0.975, 2), right(10_000, 0.92, 3), 3.0
+    )
+    assert not honest.suspected  # 1.3 and 2.2 points below: within the margin
+    memorised = Consistency(np.ones(80, bool), right(80, 0.4, 4), right(80, 0.38, 5), right(10_000, 0.41, 6), 3.0)
+    assert memorised.suspected
+    assert memorised.explain().startswith("test accuracy 100.00% against 37.50% on test images shifted by 2 px")
+    # Five points on 80 images is four images: beyond the margin, well within chance.
+    small = np.arange(80) < 46  # 57.5%
+    flips = small & (np.arange(80) >= 4)  # four images fewer: 52.5%
+    noisy = Consistency(small, flips, small, right(10_000, 0.6, 9), 3.0)
+    gap = noisy.gaps[0]
+    assert gap.points > 3 and gap.z < 3 and not noisy.suspected
 
 
 def test_the_trusted_pipeline_is_albumentations_own_or_the_canonical_one():
