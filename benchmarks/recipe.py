@@ -84,7 +84,7 @@ def _load(folder: Path, module: str):
 
 
 def harness_over_bare(folder: Path, data: Path, limit: int) -> float:
-    """One epoch on ``limit`` train images: the grader's sandboxed child ÷ a bare loop in this process."""
+    """One epoch on ``limit`` train images: the grader's training of the rebuilt graph ÷ a bare loop in this process."""
     import torch
     import torch.nn.functional as F
     from training import subset

@@ -3,7 +3,7 @@
     python benchmarks/training.py --data DIR [--limit 10000] [--device cpu|cuda]
 
 DIR is an image-folder tree DIR/{train,test}/<class>/* (e.g. from shared/data/unpack_cifar10.py).
-Prints: the harness's epoch (inside its sandboxed child, from `grade --train --epochs 1`) and the
+Prints: the harness's epoch (the grader training the rebuilt graph, from `grade --train --epochs 1`) and the
 whole `grade --train` wall time, a bare loop's epoch, their ratio (target <= 1.10), data-loader
 images/s alone and model images/s alone (forward + backward on ready tensors).
 """
@@ -136,7 +136,7 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, device {device}; {len(train)} train images, batch {hyp['batch_size']}, workers {hyp['workers']}"
     )
     print("| measure | value |\n|---|---|")
-    print(f"| harness epoch (sandboxed child) | {harness_s:.1f} s |")
+    print(f"| harness epoch (the rebuilt graph, trusted) | {harness_s:.1f} s |")
     print(f"| bare PyTorch epoch | {bare_s:.1f} s |")
     print(f"| ratio harness / bare | {harness_s / bare_s:.2f} (target <= 1.10) |")
     print(f"| data loader alone | {loader_ips:,.0f} images/s |")
