@@ -9,7 +9,9 @@ probe), partly in parallel. The runs are interleaved, so background load falls o
 
 Then what every child pays for the seccomp filter and the capability drop (grader/child/enter.py's
 steps, timed inside a fresh child from the first import of their modules to the measured status):
-the budget is <= 0.1 s.
+the budget is <= 0.1 s. Last, the capture run's share of a grading (the student's entry point run to its
+first training step, grader/child/capture.py), from the probe's own timings, on the reference solution
+and on a Colab notebook submission (the test fixture `colab_notebook`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ def confinement_seconds(runs: int) -> list[float]:
         assert clean == "True", r.stdout
         out.append(float(seconds))
     return out
+
+
+def capture_share(runs: int) -> list[tuple[str, float, dict]]:
+    """(submission, wall s, the probe's timings) per run of `grade --no-train`, the reference and a notebook."""
+    import json
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from fixtures.submissions import build
+
+    folder = Path(tempfile.mkdtemp())
+    subs = {"reference_solution": REPO / "reference_solution", "colab notebook": build("colab_notebook", folder / "nb")}
+    rows = []
+    for _ in range(runs):
+        for name, sub in subs.items():
+            out = folder / "out"
+            wall = timed([sys.executable, "-m", "grader", str(sub), "--no-train", "--out", str(out), "-q"])
+            probe = json.loads((out / "probe.json").read_text())
+            rows.append((name, wall, probe.get("timings") or {}))
+    return rows
 
 
 def machine() -> str:
@@ -104,6 +125,17 @@ def main() -> None:
         f"| {'seccomp filter + capability drop':<40} | {statistics.median(confine) * 1e3:9.1f} | {slowest * 1e3:6.1f} |"
     )
     print(f"budget <= 100 ms: {'met' if slowest <= 0.1 else 'not met'} ({len(confine)} children)")
+    rows = capture_share(min(args.runs, 3))
+    print()
+    print("| submission | grade --no-train s (median) | probe s | capture s | export s | capture ÷ grading |")
+    print("|---|---|---|---|---|---|")
+    for name in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == name]
+        wall = statistics.median(r[1] for r in mine)
+        probe = statistics.median(float(r[2].get("total", 0)) for r in mine)
+        capture = statistics.median(float(r[2].get("capture", 0)) for r in mine)
+        export = statistics.median(float(r[2].get("export", 0)) for r in mine)
+        print(f"| {name} | {wall:.2f} | {probe:.2f} | {capture:.2f} | {export:.2f} | {capture / wall:.0%} |")
 
 
 if __name__ == "__main__":

@@ -390,3 +390,19 @@ def test_an_interrupted_longer_schedule_keeps_the_planned_one_and_resumes(data, 
     assert attempts[0]["resumed_after_epoch"] == 2 and attempts[1]["resumed_after_epoch"] >= 1
     assert by_id(results)["accuracy"]["status"] == "failed" and code == 1
     assert not (tmp_path / "out" / "training_state").exists()
+
+
+def test_a_run_begun_under_another_sandbox_is_not_resumed(data, tmp_path):
+    """Killed under Landlock alone, graded again under bubblewrap: the probe that chose what is trained
+    ran under another isolation, so the kept run is not this one's (the key holds the isolation)."""
+    from layers import require
+
+    require("landlock")
+    require("bubblewrap")
+    args = ["--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=3)]
+    killed_after_first_epoch([str(BASE), *args, "--isolation", "landlock"], tmp_path / "out")
+    _, results, out = run_grade(BASE, tmp_path / "out", *args, "--isolation", "bubblewrap")
+    assert "not resumed" in out and "resuming" not in out, out[-1500:]
+    assert "sandbox" in out.split("not resumed", 1)[1][:300]
+    training = results["facts"]["training"]
+    assert training["attempts"][0]["resumed_after_epoch"] is None and training["epochs_run"] == 3

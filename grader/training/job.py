@@ -274,7 +274,8 @@ class TrainingJob:
         self.schedules += 1
         if saved is None and self.opts.resume and self.schedules == 1 and self.store.others():
             self.console.print(
-                f"[yellow]not resumed[/yellow]: {self.store.root} holds a run of another model, rubric or recipe; training from epoch 1"
+                f"[yellow]not resumed[/yellow]: {self.store.root} holds a run of another model, pipeline, recipe, "
+                "grader version, sandbox or data; training from epoch 1"
             )
         early_stop = bool(self.opts.rubric["training"]["early_stop"])
         if saved is not None and (
