@@ -109,7 +109,11 @@ def evaluate(
     (``fixed_batch``: a graph that only runs at its own batch size keeps it): an output that changes
     beyond float noise raises :class:`BatchDependent`.
     """
-    model.eval().to(device)
+    model.eval()
+    if isinstance(model, RebuiltModel):
+        model.move_to(device)  # what the graph creates follows too (a GPU run)
+    else:
+        model.to(device)
     n = len(y)
     if n == 0:
         return EvalResult(0.0, 0.0, np.zeros(0, dtype=np.int64))

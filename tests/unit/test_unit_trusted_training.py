@@ -285,3 +285,9 @@ def test_moving_a_rebuilt_graph_moves_what_it_creates_too():
     assert all(t.device.type == "meta" for t in model.state_dict().values())
     out = model(torch.zeros(2, 3, 32, 32, device="meta"))
     assert out.device.type == "meta" and tuple(out.shape) == (2, 10)
+    # The evaluation moves the rebuilt graph the same way (a copy of the CPU one, as for every epoch).
+    cpu_copy = copy.deepcopy(loaded.model)
+    with pytest.raises(NotImplementedError):  # meta tensors have no values to compare: it got that far
+        evaluate(cpu_copy, torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), torch.device("meta"), 2)
+    nodes = [n for n in cpu_copy.gm.graph.nodes if n.op == "call_function" and "device" in n.kwargs]
+    assert all(n.kwargs["device"] == torch.device("meta") for n in nodes)
