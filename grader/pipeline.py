@@ -13,6 +13,7 @@ import datetime
 import json
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from grader.sandbox import ChildResult, Limits, child_command, run_sandboxed
 from grader.submission import Submission
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
+HANDOFF_WAIT_S = 600.0  # the longest a warm probe child waits for its spec (reading a submission is seconds)
 MAX_PROBE_CANDIDATES = 24  # classes x assumed constructor arguments the probe may try
 CAPTURE_SHARE = 0.45  # of the probe's time limit, at most, for running the student's entry point
 
@@ -101,23 +103,53 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
     }
 
 
-def run_probe(disc: Discovery, snapshot: Path, work: Path, opts: GradeOptions) -> tuple[dict | None, ChildResult, Path]:
-    """The probe child on a fresh copy; returns its report (None when unreadable), the run, its outputs."""
-    copy_root = fresh_copy(snapshot, work, disc, "copy-")
-    out = Path(tempfile.mkdtemp(prefix="out-", dir=work))  # a name the working copy cannot guess
-    spec = probe_spec(disc, copy_root, out, opts.rubric)
+class Handoff:
+    """The one line a warm probe child waits for: its spec's path once the submission has been read, or
+    None when there is nothing to probe. Given once; the child never waits past ``HANDOFF_WAIT_S``."""
+
+    def __init__(self) -> None:
+        self._given = threading.Event()
+        self._line: str | None = None
+
+    def give(self, line: str | None) -> None:
+        if not self._given.is_set():
+            self._line = line
+            self._given.set()
+
+    def __call__(self) -> str | None:
+        self._given.wait(HANDOFF_WAIT_S)
+        return self._line
+
+
+def prepare_probe(disc: Discovery, snapshot: Path, slot: Path, opts: GradeOptions) -> Path:
+    """The probe's working copy and output folder inside ``slot`` (the one folder its child may write),
+    and its spec; returns the spec's path."""
+    copy_root = fresh_copy(snapshot, slot, disc, "copy-")
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=slot))  # a name the working copy cannot guess
     spec_path = out / "spec.json"
-    spec_path.write_text(json.dumps(spec))
+    spec_path.write_text(json.dumps(probe_spec(disc, copy_root, out, opts.rubric)))
+    return spec_path
+
+
+def run_probe(slot: Path, handoff: Handoff, opts: GradeOptions) -> tuple[dict | None, ChildResult, Path | None]:
+    """The probe child, started at once: it loads its libraries, then waits for ``handoff`` (its spec,
+    in ``slot``). Returns its report (None when unreadable), the run, and its output folder (None when
+    it was not handed a spec)."""
     limits = opts.rubric["limits"]
     seconds = float(limits["probe_seconds"])
     result = run_sandboxed(
-        child_command("probe", spec_path),
-        cwd=Path(spec["cwd"]),
-        writable=[copy_root, out],
+        child_command("probe", None),
+        cwd=slot,
+        writable=[slot],
         forbidden=sensitive_paths(opts),
         limits=Limits(wall_s=seconds, cpu_s=int(seconds) * 2, memory_mb=int(limits["probe_memory_mb"])),
         isolation=opts.isolation,
+        handoff=handoff,
     )
+    line = handoff()
+    if line is None:
+        return None, result, None
+    out = Path(line).parent
     report = None
     try:
         report = json.loads(read_output(out, "probe.json", PROBE_OUTPUTS["probe.json"]))
@@ -152,7 +184,14 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         "output": "",
         "timings": {},
     }
+    timings = results["timings"]  # seconds from the start of grade() (handoff_s) or of each stage
     work = Path(tempfile.mkdtemp(prefix="s6-grade-"))
+    # The probe child starts now and loads torch while this process reads the submission: the
+    # import is the long pole of a grading without training.
+    slot = Path(tempfile.mkdtemp(prefix="probe-", dir=work))
+    handoff = Handoff()
+    probe_pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = probe_pool.submit(run_probe, slot, handoff, opts)
     try:
         say("discover", str(submission))
         # One walk of the tree, each file read once: a snapshot by value (no links) that every later
@@ -175,20 +214,24 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             return results
         results["facts"]["discovery"] = disc.to_dict() | {"root": str(submission)}
         say("probe", "importing and tracing the model in the sandbox")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(run_probe, disc, snapshot, work, opts)
-            # Meanwhile: this process's own heavy imports (torch, albumentations, pytest, jinja2) run
-            # in parallel with the child's work.
-            import albumentations  # noqa: F401
+        handoff.give(str(prepare_probe(disc, snapshot, slot, opts)))
+        timings["handoff_s"] = round(time.monotonic() - started, 2)  # the submission read, the copy made
+        # Meanwhile: this process's own heavy imports (torch, albumentations, pytest, jinja2) run
+        # in parallel with the child's work.
+        import albumentations  # noqa: F401
 
-            import grader.report.html  # noqa: F401  (used by the CLI right after)
-            from grader.checks_runner import run_checks
-            from grader.facts_from_probe import analyze_submission, collect_evidence, reanalyze_augmentations
+        import grader.report.html  # noqa: F401  (used by the CLI right after)
+        from grader.checks_runner import run_checks
+        from grader.facts_from_probe import analyze_submission, collect_evidence, reanalyze_augmentations
 
-            probe, child, probe_out = future.result()
-        results["timings"]["probe_s"] = round(child.wall_s, 2)
+        probe, child, probe_out = future.result()
+        if probe_out is None:
+            raise RuntimeError("the probe was not handed its spec")
+        timings["probe_s"] = round(child.wall_s, 2)  # from the handoff
         say("analyze", "rebuilding the graph and deciding the rules")
+        mark = time.monotonic()
         facts = analyze_submission(snapshot, disc, probe, child, probe_out, rubric)
+        timings["analyze_s"] = round(time.monotonic() - mark, 2)
         results["output"] = ((probe or {}).get("captured_output") or "")[-20000:] + child.stdout[-4000:]
         if opts.train or opts.weights:
             say("train", "training job")
@@ -204,7 +247,9 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
                 facts.warnings.append(
                     f"{nb['path']}: {nb.get('order_note', 'cells ran out of order')}; its outputs may not come from the code as it reads"
                 )
+        mark = time.monotonic()
         checks = run_checks(facts, rubric, opts.extra_check_dirs)
+        timings["checks_s"] = round(time.monotonic() - mark, 2)
         results["checks"] = [c.to_dict() for c in checks]
         results["score"] = round(sum(c.points for c in checks if not c.extra), 2)
         results["max_score"] = sum(c.max_points for c in checks if not c.extra)
@@ -224,7 +269,9 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             ErrorKind.GRADER_ERROR, f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-3000:]
         ).to_dict()
     finally:
-        results["timings"]["total_s"] = round(time.monotonic() - started, 2)
+        handoff.give(None)  # a probe not handed its spec ends unused
+        probe_pool.shutdown(wait=True)
+        timings["total_s"] = round(time.monotonic() - started, 2)
         shutil.rmtree(work, ignore_errors=True)
     return results
 

@@ -54,9 +54,12 @@ STALE_SCRATCH_S = 3600.0
 BOOT = "import sys; sys.path.pop(0); from grader.child import main; main()"  # no cwd on sys.path
 
 
-def child_command(kind: str, spec: Path) -> list[str]:
-    """The argv of the grader's own child (``probe``: the only one; the training is trusted)."""
-    return [sys.executable, "-s", "-c", BOOT, kind, str(spec)]
+def child_command(kind: str, spec: Path | None) -> list[str]:
+    """The argv of the grader's own child (``probe``: the only one; the training is trusted).
+
+    ``spec`` None: a warm child, which loads its libraries at once and then reads its spec's path as
+    one line on stdin (``run_sandboxed``'s ``handoff``); an empty line ends it unused."""
+    return [sys.executable, "-s", "-c", BOOT, kind, "-" if spec is None else str(spec)]
 
 
 @dataclass
@@ -159,12 +162,19 @@ def run_sandboxed(
     gpu: bool = False,
     isolation: str = "auto",
     poll: Callable[[], bool] | None = None,
+    handoff: Callable[[], str | None] | None = None,
 ) -> ChildResult:
     """Run ``argv`` (a Python command) as untrusted code; never raises for what the child does.
 
     The child sees ``view`` (or the view of ``cwd``/``writable``/``readable``/``forbidden``, built by
     ``child_view``). ``poll`` is called about twice a second while the child runs; when it returns
     True the child is stopped (early stop) and the result says ``stopped``.
+
+    ``handoff``: the child starts at once, confined as always, and gets one line on its stdin when
+    ``handoff()`` returns it (None: an empty line, the child's cue to end unused). What the caller
+    puts into the writable folders meanwhile is the child's from then on; the time limit counts from
+    the handoff, so a child that loads its libraries while its submission is still being read costs
+    the caller no wall time (grader/pipeline.py).
     """
     limits = limits or Limits()
     if view is None:
@@ -188,7 +198,7 @@ def run_sandboxed(
     _sweep_stale_scratch()
     scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     try:
-        return _run(argv, view, layer, scratch, limits, env, poll)
+        return _run(argv, view, layer, scratch, limits, env, poll, handoff)
     finally:
         remove_tree(scratch)
 
@@ -201,6 +211,7 @@ def _run(
     limits: Limits,
     env: dict[str, str] | None,
     poll: Callable[[], bool] | None,
+    handoff: Callable[[], str | None] | None = None,
 ) -> ChildResult:
     lib, tmp = scratch / "lib", scratch / "tmp"
     lib.mkdir()
@@ -243,7 +254,7 @@ def _run(
                 command,
                 cwd=str(view.cwd),
                 env=child_env(home, env, view.gpu, str(lib)),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if handoff is None else subprocess.PIPE,
                 stdout=out,
                 stderr=err,
                 pass_fds=(report_write,),
@@ -258,6 +269,9 @@ def _run(
         os.close(report_write)
         timed_out = stopped = False
         try:
+            if handoff is not None:
+                _hand_over(proc, handoff(), view)
+                start = time.monotonic()
             while True:
                 try:
                     proc.wait(timeout=0.5 if poll else limits.wall_s)
@@ -298,6 +312,21 @@ def _run(
     if layers["pids_limit"] is None:
         result.notes.append("the number of processes is not limited (running as root, no writable pids cgroup)")
     return result
+
+
+def _hand_over(proc: subprocess.Popen, line: str | None, view: ChildView) -> None:
+    """Give a waiting child its one line (an empty one: end unused) and close its stdin."""
+    if line is not None and drop_to_nobody():  # what the caller put there since is the child's too
+        for folder in view.read_write:
+            _give_to_nobody(folder)
+    stdin = proc.stdin
+    if stdin is None:
+        return
+    try:
+        stdin.write(((line or "").replace("\n", " ") + "\n").encode())
+        stdin.close()
+    except OSError:  # the child ended already (a layer refused, a crash): its status says so
+        pass
 
 
 def _read_report(fd: int) -> dict:

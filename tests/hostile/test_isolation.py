@@ -253,11 +253,11 @@ def test_links_in_the_submission_reach_nothing(tmp_path, data, host_file, layer)
 
 
 _PLANT = """
-import json, os, sys, threading, time
+import glob, os, threading, time
 _HOST = {host!r}
-_argv = open("/proc/self/cmdline", "rb").read().decode().split("\\0")  # the child's spec is its last argument
-_spec = json.load(open(_argv[-2])) if _argv[-2].endswith(".json") else {{}}
-_out = _spec.get("out")
+# The probe's output folder lies beside the working copy this module was imported from.
+_outs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out-*"))
+_out = _outs[0] if len(_outs) == 1 else None
 _NAMES = ["probe.json", "graph.json", "graph_train.json", "weights.safetensors", "summary.txt", "augmented.npy"]
 
 def _plant(name):

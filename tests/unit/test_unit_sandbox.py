@@ -813,3 +813,78 @@ def test_a_root_grader_drops_the_bounding_set_before_becoming_nobody(monkeypatch
     state = status(shown)
     assert state["uid"][:3] == [limits.NOBODY] * 3
     assert all(int(state[key], 16) == 0 for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")), state
+
+
+# A warm child: confined from its first instruction, it reports that it started, then reads one line.
+_WARM = """
+import os, sys, time
+open(os.path.join(sys.argv[1], 'started'), 'w').close()
+line = sys.stdin.readline().strip()
+if not line:
+    raise SystemExit(0)
+print('got', line, open(os.path.join(line, 'given.txt')).read(), flush=True)
+time.sleep(float(os.environ.get('NAP', '0')))
+"""
+
+
+def _started(folder: Path, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not (folder / "started").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_warm_child_starts_before_its_handoff_and_reads_what_was_put_in_its_folder_since(tmp_path, layer):
+    """The probe's warm start (grader/pipeline.py): the child runs under the layer while the caller is still
+    preparing its folder; what is put there before the handoff is the child's, and the time limit counts
+    from the handoff, not from the start."""
+    seen: dict[str, bool] = {}
+
+    def handoff() -> str:
+        seen["started_first"] = _started(tmp_path)
+        time.sleep(3)  # longer than the limit below: the wait does not count
+        sub = tmp_path / "copy"
+        sub.mkdir()
+        (sub / "given.txt").write_text("the submission")
+        return str(sub)
+
+    r = run_sandboxed(
+        [sys.executable, "-c", _WARM, str(tmp_path)],
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=2.5),
+        isolation=layer,
+        handoff=handoff,
+    )
+    assert seen["started_first"]
+    assert r.ok, (r.stdout, r.stderr, r.failure())
+    assert r.stdout.strip() == f"got {tmp_path / 'copy'} the submission"
+    assert r.wall_s < 2.5
+
+
+def test_a_warm_child_handed_nothing_ends_unused_and_a_slow_one_still_times_out(tmp_path, layer):
+    r = run_sandboxed(
+        [sys.executable, "-c", _WARM, str(tmp_path)],
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=30),
+        isolation=layer,
+        handoff=lambda: None,
+    )
+    assert r.ok and r.stdout == ""
+    (tmp_path / "started").unlink()
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "given.txt").write_text("x")
+    r = run_sandboxed(
+        [sys.executable, "-c", _WARM, str(tmp_path)],
+        cwd=tmp_path,
+        writable=[tmp_path],
+        limits=Limits(wall_s=2),
+        env={"NAP": "60"},
+        isolation=layer,
+        handoff=lambda: str(tmp_path / "copy") if _started(tmp_path) else None,
+    )
+    assert r.timed_out and r.failure()["type"] == "timeout"
+    assert "got" in r.stdout
