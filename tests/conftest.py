@@ -18,6 +18,28 @@ from layers import FILESYSTEM_LAYERS, require
 collect_ignore = ["fixtures"]
 
 
+# The files that take longest (minutes on 2 cores), first: with whole files per worker, one of these
+# started last would leave the other workers idle at the end.
+LONGEST_FIRST = (
+    "test_training.py",
+    "test_submissions.py",
+    "hostile/test_verdicts.py",
+    "hostile/test_isolation.py",
+    "hostile/test_confinement.py",
+    "batch/test_batch_class.py",
+    "test_capture.py",
+    "batch/test_batch_ray.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith("tests/" + name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: within a file, and among the others, the order stays
+
+
 @pytest.fixture(params=FILESYSTEM_LAYERS)
 def layer(request: pytest.FixtureRequest) -> str:
     """Each filesystem sandbox layer in turn (bubblewrap with Landlock inside, Landlock alone)."""

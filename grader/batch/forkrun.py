@@ -38,15 +38,23 @@ def _ctx() -> multiprocessing.context.ForkServerContext:
 
 
 def start(
-    argv: list[str], log_path: Path, env: dict[str, str], memory_mb: int | None, threads: int
+    argv: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    memory_mb: int | None,
+    threads: int,
+    name: bytes = PROCESS_NAME,
 ) -> multiprocessing.context.ForkServerProcess:
-    """Start ``grade ARGV`` (the arguments after ``grade``) in a forked process; returns it started."""
-    process = _ctx().Process(target=_child, args=(argv, str(log_path), env, memory_mb, threads), daemon=False)
+    """Start ``grade ARGV`` (the arguments after ``grade``) in a forked process named ``name`` (at most 15
+    bytes); returns it started."""
+    process = _ctx().Process(target=_child, args=(argv, str(log_path), env, memory_mb, threads, name), daemon=False)
     process.start()
     return process
 
 
-def _child(argv: list[str], log_path: str, env: dict[str, str], memory_mb: int | None, threads: int) -> None:
+def _child(
+    argv: list[str], log_path: str, env: dict[str, str], memory_mb: int | None, threads: int, name: bytes
+) -> None:
     import ctypes
     import resource
     import signal
@@ -57,7 +65,7 @@ def _child(argv: list[str], log_path: str, env: dict[str, str], memory_mb: int |
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the fork server
-        libc.prctl(15, PROCESS_NAME)  # PR_SET_NAME: findable in ps/top (and by the tests)
+        libc.prctl(15, name[:15])  # PR_SET_NAME: findable in ps/top (and by the tests)
     except (OSError, AttributeError):
         pass
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
