@@ -265,7 +265,12 @@ def _precheck(folder: Path, args: argparse.Namespace) -> Failure | None:
                 ErrorKind.BAD_PIN,
                 f"--model {args.model}: no such class; the candidates found: {', '.join(classes) or 'none'}",
             )
-    elif not classes and found.problems and found.problems[0]["type"] == ErrorKind.MODEL_NOT_FOUND:
+    elif (
+        not classes
+        and not found.entries  # an entry point may build its model inline (nn.Sequential): the capture run finds it
+        and found.problems
+        and found.problems[0]["type"] == ErrorKind.MODEL_NOT_FOUND
+    ):
         files = sorted({*found.py_files, *found.notebooks})[:8]
         return Failure(
             ErrorKind.MODEL_NOT_FOUND,

@@ -85,7 +85,8 @@ def _symmetric(layer: Any) -> bool:
 
 def _model_failure(disc: Discovery, probe: dict | None, child: ChildResult) -> dict | None:
     """The typed reason the model cannot be analysed, or None when a graph should be there."""
-    if not disc.models:
+    captured = any(c.get("chosen") and c.get("captured") for c in (probe or {}).get("candidates", []))
+    if not disc.models and not captured:  # (a model built inline by the training code is captured)
         problem = disc.problems[0] if disc.problems else Failure(ErrorKind.MODEL_NOT_FOUND, "no model found").to_dict()
         return Failure(
             ErrorKind(problem["type"]),

@@ -75,6 +75,14 @@ def probe_spec(disc: Discovery, copy_root: Path, out: Path, rubric: dict) -> dic
             "num_classes": int(course["num_classes"]),
             "pinned": "model" in disc.pinned,  # --model / grade.toml / --overrides: the capture does not replace it
         }
+    elif disc.entries:  # no nn.Module subclass in the code: the model the training code builds, if any
+        model = {
+            "file": None,
+            "candidates": [],
+            "input_shape": list(course["input_shape"]),
+            "num_classes": int(course["num_classes"]),
+            "pinned": False,
+        }
     transforms = None
     if disc.transforms is not None:
         t = disc.transforms

@@ -373,7 +373,15 @@ def main(spec_path: str) -> int:
             if model is not None:
                 report["steps"]["import"] = report["steps"]["build"] = "ok"
             timings["model_captured"] = time.perf_counter() - t1
-        if spec.get("model") and model is None:
+        if spec.get("model") and model is None and not spec["model"].get("file"):
+            report["errors"].append(
+                Failure(
+                    ErrorKind.MODEL_NOT_FOUND,
+                    "no nn.Module subclass in the code, and the training code built no model that reached an optimizer",
+                    stage="building the model",
+                ).to_dict()
+            )
+        elif spec.get("model") and model is None:
             t1 = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
@@ -489,9 +497,13 @@ def build_captured(state: Any, spec: dict, root: Path, report: dict) -> Any:
         args, kwargs = instance.__dict__.get("_s6_args", ((), {}))
         built_at, entry_at = instance.__dict__.get("_s6_built_at", (None, None))
         entry: dict[str, Any] = {
-            "file": capture.class_file(cls, str(root)) or cls.__module__,
+            # A class of the submission's; else (nn.Sequential built inline) the file that built it.
+            "file": capture.class_file(cls, str(root)) or (built_at or "").rpartition(":")[0] or cls.__module__,
             "class": cls.__name__,
-            "args": jsonable(list(args)),
+            # Layers passed to a container (nn.Sequential(...)) are counted, not printed.
+            "args": [f"{len(args)} layers"]
+            if args and all(isinstance(a, torch.nn.Module) for a in args)
+            else jsonable(list(args)),
             "kwargs": jsonable(dict(kwargs)),
             "assumed": [],
             "captured": True,
