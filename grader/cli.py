@@ -295,39 +295,8 @@ def _grade(
     args.submission = _as_folder(parser, given, scratch)
     if args.out is None:
         args.out = default_out(given)
-    problem = _precheck(args.submission, args)
-    if problem is not None:  # one line, exit 2; a results file too, so a class's gradebook has the row
-        from grader.batch.results import error_results
-
-        results = error_results(given.name, problem.to_dict(), rubric, None)
-        results["submission"]["path"] = str(given.resolve())
-        json_path = args.json or args.out / "results.json"
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=1, default=str))
-        print(f"grade: {problem.message}", file=sys.stderr)
-        if args.format == "markdown":  # a job summary still says why
-            from grader.integrations.markdown import results_markdown
-
-            sys.stdout.write(results_markdown(results))
-        return 2
     train = args.train if args.train is not None else _cuda_present()
-    from rich.console import Console
-
-    from grader.pipeline import GradeOptions, grade
-    from grader.report.html import render_report
-    from grader.report.terminal import print_summary
-
-    console = Console(stderr=False)
-    quiet = args.quiet or args.format != "text"  # Markdown and JSON go to stdout alone
-    status = console.status("grading", spinner="dots") if not quiet and console.is_terminal else None
-
-    def progress(stage: str, detail: str = "") -> None:
-        if status is None:
-            return
-        if stage == "train":  # the training job prints its own per-epoch table
-            status.stop()
-        else:
-            status.update(f"{stage}: {detail}")
+    from grader.pipeline import GradeOptions, grade, start_probe
 
     opts = GradeOptions(
         rubric=rubric,
@@ -346,12 +315,52 @@ def _grade(
         isolation=args.isolation,
         accept_unsandboxed=args.accept_unsandboxed,
         device=args.device,
-        progress=progress,
     )
+    # The probe child starts before this process reads anything of the submission: its imports are
+    # the long pole, and nothing below needs them.
+    probe = start_probe(opts)
+    try:
+        problem = _precheck(args.submission, args)
+    except BaseException:
+        probe.close(wait=False)
+        raise
+    if problem is not None:  # one line, exit 2; a results file too, so a class's gradebook has the row
+        probe.close(wait=False)  # it ends unused; the one line need not wait for its imports
+        from grader.batch.results import error_results
+
+        results = error_results(given.name, problem.to_dict(), rubric, None)
+        results["submission"]["path"] = str(given.resolve())
+        json_path = args.json or args.out / "results.json"
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1, default=str))
+        print(f"grade: {problem.message}", file=sys.stderr)
+        if args.format == "markdown":  # a job summary still says why
+            from grader.integrations.markdown import results_markdown
+
+            sys.stdout.write(results_markdown(results))
+        return 2
+    from rich.console import Console
+
+    from grader.report.html import render_report
+    from grader.report.terminal import print_summary
+
+    console = Console(stderr=False)
+    quiet = args.quiet or args.format != "text"  # Markdown and JSON go to stdout alone
+    status = console.status("grading", spinner="dots") if not quiet and console.is_terminal else None
+
+    def progress(stage: str, detail: str = "") -> None:
+        if status is None:
+            return
+        if stage == "train":  # the training job prints its own per-epoch table
+            status.stop()
+        else:
+            status.update(f"{stage}: {detail}")
+
+    opts.progress = progress
     if status is not None:
         status.start()
     try:
-        results = grade(args.submission, opts)
+        results = grade(args.submission, opts, probe)
     finally:
         if status is not None:
             status.stop()

@@ -170,8 +170,40 @@ def run_probe(slot: Path, handoff: Handoff, opts: GradeOptions) -> tuple[dict | 
     return report, result, out
 
 
-def grade(submission: Path, opts: GradeOptions) -> dict:
-    """Grade ``submission``; always returns a results dict (``error`` says when it could not)."""
+@dataclass
+class StartedProbe:
+    """A probe child started before anything of the submission is read (``start_probe``): the
+    grading's scratch folder, the child's slot in it, the handoff it waits for, the thread running it."""
+
+    work: Path
+    slot: Path
+    handoff: Handoff
+    pool: concurrent.futures.ThreadPoolExecutor
+    future: concurrent.futures.Future
+
+    def close(self, wait: bool = True) -> None:
+        """Hand a child that got no spec its cue to end unused, and remove the scratch folder.
+        ``wait=False``: do not wait for the child to finish its imports (a CLI that exits at once)."""
+        self.handoff.give(None)
+        self.pool.shutdown(wait=wait)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def start_probe(opts: GradeOptions) -> StartedProbe:
+    """Start the probe child now: it loads torch while the caller still reads the submission (the
+    import is the long pole of a grading without training). ``grade`` takes it, or starts its own."""
+    work = Path(tempfile.mkdtemp(prefix="s6-grade-"))
+    slot = Path(tempfile.mkdtemp(prefix="probe-", dir=work))
+    handoff = Handoff()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    return StartedProbe(work, slot, handoff, pool, pool.submit(run_probe, slot, handoff, opts))
+
+
+def grade(submission: Path, opts: GradeOptions, started_probe: StartedProbe | None = None) -> dict:
+    """Grade ``submission``; always returns a results dict (``error`` says when it could not).
+
+    ``started_probe``: a child from ``start_probe(opts)`` (the CLI starts it before its own checks); by
+    default one is started here, as the first step."""
     started = time.monotonic()
     submission = submission.resolve()
     rubric = opts.rubric
@@ -193,13 +225,8 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
         "timings": {},
     }
     timings = results["timings"]  # seconds from the start of grade() (handoff_s) or of each stage
-    work = Path(tempfile.mkdtemp(prefix="s6-grade-"))
-    # The probe child starts now and loads torch while this process reads the submission: the
-    # import is the long pole of a grading without training.
-    slot = Path(tempfile.mkdtemp(prefix="probe-", dir=work))
-    handoff = Handoff()
-    probe_pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = probe_pool.submit(run_probe, slot, handoff, opts)
+    started_probe = started_probe or start_probe(opts)
+    work, slot, handoff, future = started_probe.work, started_probe.slot, started_probe.handoff, started_probe.future
     try:
         say("discover", str(submission))
         # One walk of the tree, each file read once: a snapshot by value (no links) that every later
@@ -277,10 +304,8 @@ def grade(submission: Path, opts: GradeOptions) -> dict:
             ErrorKind.GRADER_ERROR, f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-3000:]
         ).to_dict()
     finally:
-        handoff.give(None)  # a probe not handed its spec ends unused
-        probe_pool.shutdown(wait=True)
+        started_probe.close()  # a probe not handed its spec ends unused
         timings["total_s"] = round(time.monotonic() - started, 2)
-        shutil.rmtree(work, ignore_errors=True)
     return results
 
 

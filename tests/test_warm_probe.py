@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+import grader.cli as cli
 import grader.pipeline as pipeline
 from grader.discover import DiscoveryError
 from grader.pipeline import GradeOptions, grade
 from grader.rubric import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
+real_start = pipeline.start_probe
 WARM_ARGV = b"\x00probe\x00-"  # child_command("probe", None): the warm probe's command line
 
 
@@ -78,3 +81,35 @@ def test_a_probe_not_needed_ends_unused(tmp_path, monkeypatch):
     results = grade(REPO / "reference_solution", GradeOptions(rubric=load_rubric(), out_dir=tmp_path / "out"))
     assert results["error"]["type"] == "discovery_failed"
     assert warm_probes() == []  # the child ended with the grading
+
+
+@pytest.mark.slow
+def test_the_cli_starts_the_probe_before_its_own_checks(tmp_path, monkeypatch):
+    """`grade` starts the child before its precheck (discovery of what can be graded at all) and hands
+    that child to the grading: one probe, running while the precheck reads the submission."""
+    real = cli._precheck
+    seen = {}
+
+    def precheck(*args, **kwargs):
+        seen["probe_running"] = wait_for_warm_probe()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "_precheck", precheck)
+    started = []
+    monkeypatch.setattr(pipeline, "start_probe", lambda opts: started.append(opts) or real_start(opts))
+    code = cli.main([str(REPO / "reference_solution"), "--no-train", "--out", str(tmp_path / "out"), "-q"])
+    assert seen["probe_running"] and len(started) == 1
+    assert code == 0 and json.loads((tmp_path / "out" / "results.json").read_text())["score"] == 600
+
+
+def test_a_submission_refused_by_the_precheck_ends_the_started_probe(tmp_path, capsys):
+    """Nothing to grade: the one line and exit 2 at once, and the child started for it ends unused."""
+    empty = tmp_path / "sub"
+    empty.mkdir()
+    (empty / "README.md").write_text("no code here\n")
+    code = cli.main([str(empty), "--no-train", "--out", str(tmp_path / "out")])
+    assert code == 2 and "no Python file" in capsys.readouterr().err
+    deadline = time.monotonic() + 60
+    while warm_probes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert warm_probes() == []
