@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from grading import Graded
+from grading import Graded, run_root
 from layers import FILESYSTEM_LAYERS, require
 
 # Fixture files are data for the grader (course check files among them), never the project's tests.
@@ -49,6 +49,9 @@ def layer(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
-    g = Graded(tmp_path_factory.mktemp("graded"))
+    """Fixture submissions graded without training, each once per run whichever worker asks."""
+    root = run_root(tmp_path_factory) / "graded-fixtures"
+    root.mkdir(exist_ok=True)
+    g = Graded(root)
     yield g
     g.pool.shutdown(wait=False, cancel_futures=True)

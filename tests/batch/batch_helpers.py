@@ -27,7 +27,9 @@ def make_submission(dest: Path, kind: str = "good") -> Path:
     elif kind == "broken":
         text += "\ndef broken(:\n    pass\n"
     elif kind == "hanging":
-        text = "while True:\n    pass\n" + text
+        # A hang that sleeps: the batch's timeout ends it all the same, and the minute it waits costs
+        # the suite no CPU.
+        text = "import time\n\nwhile True:\n    time.sleep(1)\n" + text
     elif kind != "good":
         raise ValueError(kind)
     model.write_text(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -125,7 +126,9 @@ def markers(out: Path) -> dict[str, tuple[int, str]]:
 
 def test_rerun_skips_then_detects_change_then_force(graded_class: GradedClass, tmp_path: Path) -> None:
     """Resume: nothing unchanged is redone; a changed submission is; --force redoes what it names."""
-    subs, out = graded_class.subs, graded_class.out
+    # On a copy (times kept): the graded class is shared by every test, in every worker.
+    subs = shutil.copytree(graded_class.subs, tmp_path / "class" / "subs", symlinks=True)
+    out = shutil.copytree(graded_class.out, tmp_path / "class" / "out", symlinks=True)
     before = markers(out)
     again = run_batch(subs, "--out", out, "--jobs", "2", "--no-train", "--format", "gradescope")
     assert "0 graded now, 5 unchanged" in again.stdout, again.stdout + again.stderr
