@@ -5,6 +5,7 @@ Trusted side.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from importlib import resources
 
@@ -29,7 +30,10 @@ ROLE_ORDER = (
 )
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
+    """The report's one Jinja environment per process: its templates compile once (the batch's fork
+    server compiles them before it forks the gradings, grader/batch/warm.py)."""
     loader = jinja2.FileSystemLoader(str(resources.files("grader.templates")))
     env = jinja2.Environment(
         loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined

@@ -210,3 +210,16 @@ def test_lines_that_watch_the_grader_or_mix_a_batch_are_shown_near_the_model_fac
     assert "exported, traced or graded" not in quiet and "mixes the images" not in quiet
     older = _text(_html(_results({"model": facts["model"]})))
     assert "exported, traced or graded" not in older and "mixes the images" not in older
+
+
+def test_the_report_templates_compile_once_per_process_and_before_the_batch_forks():
+    """One Jinja environment per process; the batch's fork server compiles the report's templates,
+    so no grading forked from it compiles them again."""
+    from grader.batch import warm
+    from grader.report.html import environment
+
+    assert environment() is environment()
+    environment().cache.clear()
+    warm.preload()
+    compiled = {key[1] for key in environment().cache}
+    assert {"report.html.j2", "_training.html.j2", "_evidence.html.j2"} <= compiled
