@@ -180,23 +180,23 @@ def test_the_student_code_cannot_read_the_test_split(data, tmp_path):
     assert training["error"] is None and training["epochs_run"] == 1, (training["error"], out)
 
 
-def test_the_same_submission_trains_to_the_same_figures(data, tmp_path):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data):
+    """The base fixture's 3-epoch schedule (the target out of reach), uninterrupted: the figures that
+    a second run, a resumed run and a run that ignores a kept state must all give."""
+    tmp = tmp_path_factory.mktemp("straight")
+    _, results, out = run_grade(
+        BASE, tmp / "out", "--train", "--data", str(data), "--rubric", rubric(tmp, target=101, epochs=3)
+    )
+    assert len(figures(results)) == 3, out[-1500:]
+    return results
+
+
+def test_the_same_submission_trains_to_the_same_figures(data, tmp_path, straight):
     """Reproducible on the CPU: every generator is seeded (init, data order, workers, albumentations)."""
-    runs = []
-    for i in range(2):
-        _, results, out = run_grade(
-            BASE,
-            tmp_path / f"out{i}",
-            "--train",
-            "--data",
-            str(data),
-            "--rubric",
-            rubric(tmp_path, target=101, epochs=2),
-        )
-        epochs = results["facts"]["training"]["epochs"]
-        assert len(epochs) == 2, out[-1500:]
-        runs.append([{k: e[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr")} for e in epochs])
-    assert runs[0] == runs[1]
+    args = ["--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=3)]
+    _, again, out = run_grade(BASE, tmp_path / "out", *args)
+    assert figures(again) == figures(straight), out[-1500:]
 
 
 EVIDENCE_RUBRIC = """
@@ -287,13 +287,10 @@ def killed_after_first_epoch(args: list[str], out, schedules: int = 1) -> None:
     assert kept, "no epoch was kept within 240 s"
 
 
-def test_an_interrupted_grading_resumes_to_the_figures_of_an_uninterrupted_one(data, tmp_path):
+def test_an_interrupted_grading_resumes_to_the_figures_of_an_uninterrupted_one(data, tmp_path, straight):
     """Killed after epoch 1 of 3, graded again: epochs 2 and 3 run, and every figure is the one an
     uninterrupted run gives; the kept state is gone once the results are written."""
     args = [str(BASE), "--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=3)]
-    _, straight, out = run_grade(BASE, tmp_path / "straight", *args[1:])
-    assert len(figures(straight)) == 3, out[-1500:]
-
     killed_after_first_epoch(args, tmp_path / "resumed")
     _, resumed, out = run_grade(BASE, tmp_path / "resumed", *args[1:])
     assert "resuming after epoch" in out, out[-1500:]
@@ -320,7 +317,7 @@ def test_a_run_kept_for_another_submission_is_not_resumed_and_outlives_this_grad
     assert json.loads((other / "epochs.json").read_text()) == kept
 
 
-def test_a_corrupt_kept_state_is_a_typed_error_and_no_resume_trains_from_the_first_epoch(data, tmp_path):
+def test_a_corrupt_kept_state_is_a_typed_error_and_no_resume_trains_from_the_first_epoch(data, tmp_path, straight):
     """The child really starts from the kept state: a corrupt one fails the resumed grading with a
     typed error (and is dropped); --no-resume ignores a kept run altogether."""
     args = [str(BASE), "--train", "--data", str(data), "--rubric", rubric(tmp_path, target=101, epochs=3)]
@@ -336,7 +333,7 @@ def test_a_corrupt_kept_state_is_a_typed_error_and_no_resume_trains_from_the_fir
 
     killed_after_first_epoch(args, tmp_path / "out2")
     _, results, out = run_grade(BASE, tmp_path / "out2", *args[1:], "--no-resume")
-    assert "resuming" not in out and len(figures(results)) == 3, out[-1500:]
+    assert "resuming" not in out and figures(results) == figures(straight), out[-1500:]
     assert results["facts"]["training"]["attempts"][0]["resumed_after_epoch"] is None
 
 
