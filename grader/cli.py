@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -163,7 +164,12 @@ def _cuda_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or bool(os.environ.get("S6_GRADER_ASSUME_CUDA"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, wait_turn: Callable[[float | None], bool] | None = None) -> int:
+    """``grade ARGV``; returns the exit status.
+
+    ``wait_turn``: a batch's grading started ahead of its turn. The probe child is started (it loads
+    its libraries meanwhile), then ``wait_turn(seconds)`` blocks until the turn comes (False: not yet)
+    before anything of the submission is read."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     # Before torch loads: idle OpenMP threads sleep instead of spinning. The grader always shares the
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     transforms_kwargs = _json_object(parser, "--transforms-kwargs", args.transforms_kwargs, '{"train": true}')
     scratch = tempfile.mkdtemp(prefix="s6-input-")
     try:
-        return _grade(parser, args, rubric, kwargs, transforms_kwargs, Path(scratch))
+        return _grade(parser, args, rubric, kwargs, transforms_kwargs, Path(scratch), wait_turn)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -290,13 +296,14 @@ def _grade(
     kwargs: dict | None,
     transforms_kwargs: dict | None,
     scratch: Path,
+    wait_turn: Callable[[float | None], bool] | None = None,
 ) -> int:
     given = args.submission
     args.submission = _as_folder(parser, given, scratch)
     if args.out is None:
         args.out = default_out(given)
     train = args.train if args.train is not None else _cuda_present()
-    from grader.pipeline import GradeOptions, grade, start_probe
+    from grader.pipeline import TURN_WAIT_S, GradeOptions, grade, start_probe
 
     opts = GradeOptions(
         rubric=rubric,
@@ -319,6 +326,11 @@ def _grade(
     # The probe child starts before this process reads anything of the submission: its imports are
     # the long pole, and nothing below needs them.
     probe = start_probe(opts)
+    if wait_turn is not None and not wait_turn(TURN_WAIT_S):
+        # A long wait: the child would stop waiting for its spec. It ends unused; a fresh one starts at the turn.
+        probe.close(wait=False)
+        wait_turn(None)
+        probe = start_probe(opts)
     try:
         problem = _precheck(args.submission, args)
     except BaseException:

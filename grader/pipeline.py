@@ -33,6 +33,9 @@ from grader.submission import Submission
 from grader.workspace import fresh_copy, sensitive_paths, transforms_spec
 
 HANDOFF_WAIT_S = 600.0  # the longest a warm probe child waits for its spec (reading a submission is seconds)
+# The longest a batch's grading started ahead keeps its probe child waiting for the turn: past it, the
+# child ends unused and a fresh one starts at the turn (the margin is for reading the submission).
+TURN_WAIT_S = HANDOFF_WAIT_S - 120.0
 MAX_PROBE_CANDIDATES = 24  # classes x assumed constructor arguments the probe may try
 CAPTURE_SHARE = 0.45  # of the probe's time limit, at most, for running the student's entry point
 

@@ -102,14 +102,60 @@ def test_the_cli_starts_the_probe_before_its_own_checks(tmp_path, monkeypatch):
     assert code == 0 and json.loads((tmp_path / "out" / "results.json").read_text())["score"] == 600
 
 
-def test_a_submission_refused_by_the_precheck_ends_the_started_probe(tmp_path, capsys):
-    """Nothing to grade: the one line and exit 2 at once, and the child started for it ends unused."""
+def _refused_submission(tmp_path: Path) -> Path:
     empty = tmp_path / "sub"
     empty.mkdir()
     (empty / "README.md").write_text("no code here\n")
-    code = cli.main([str(empty), "--no-train", "--out", str(tmp_path / "out")])
+    return empty
+
+
+def test_a_submission_refused_by_the_precheck_ends_the_started_probe(tmp_path, capsys):
+    """Nothing to grade: the one line and exit 2 at once, and the child started for it ends unused."""
+    code = cli.main([str(_refused_submission(tmp_path)), "--no-train", "--out", str(tmp_path / "out")])
     assert code == 2 and "no Python file" in capsys.readouterr().err
     deadline = time.monotonic() + 60
     while warm_probes() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert warm_probes() == []
+
+
+def test_a_grading_started_ahead_reads_nothing_before_its_turn(tmp_path, monkeypatch, capsys):
+    """A batch's grading started ahead (``wait_turn``): its probe child loads while it waits, and the
+    submission is read only once the turn has come."""
+    turn = []
+    reads = []
+    real = cli._precheck
+    monkeypatch.setattr(cli, "_precheck", lambda *args: reads.append(list(turn)) or real(*args))
+
+    def wait_turn(timeout):
+        assert reads == [] and wait_for_warm_probe()  # nothing read yet, the probe loading
+        turn.append(timeout)
+        return True
+
+    code = cli.main(
+        [str(_refused_submission(tmp_path)), "--no-train", "--out", str(tmp_path / "out")], wait_turn=wait_turn
+    )
+    assert code == 2 and "no Python file" in capsys.readouterr().err
+    assert turn == [pipeline.TURN_WAIT_S] and reads == [turn]
+
+
+def test_a_turn_that_comes_late_gets_a_fresh_probe(tmp_path, monkeypatch, capsys):
+    """Past ``TURN_WAIT_S`` the waiting child would stop waiting for its spec: it ends unused, and the
+    grading starts a fresh one once its turn comes."""
+    started = []
+    monkeypatch.setattr(pipeline, "start_probe", lambda opts: started.append(opts) or real_start(opts))
+    calls = []
+
+    def wait_turn(timeout):
+        calls.append(timeout)
+        return timeout is None  # not within TURN_WAIT_S; then the turn, waited for without a limit
+
+    code = cli.main(
+        [str(_refused_submission(tmp_path)), "--no-train", "--out", str(tmp_path / "out")], wait_turn=wait_turn
+    )
+    assert code == 2 and "no Python file" in capsys.readouterr().err
+    assert calls == [pipeline.TURN_WAIT_S, None] and len(started) == 2
+    deadline = time.monotonic() + 60
+    while warm_probes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert warm_probes() == []  # both ended: the first unused at the long wait, the second after the refusal

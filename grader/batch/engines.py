@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from grader.batch import forkrun
 from grader.batch.engine_error import EngineError
-from grader.batch.unit_process import Unit, UnitOutput, run_unit
+from grader.batch.unit_process import Unit, UnitOutput, run_unit, start_unit
 
 
 class Engine(Protocol):
@@ -33,13 +34,21 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """``jobs`` CPU slots, and ``per_gpu`` training slots on each GPU of ``gpus``."""
+    """``jobs`` CPU slots, and ``per_gpu`` training slots on each GPU of ``gpus``.
+
+    ``ahead``: up to that many more CPU gradings are started before a slot is free. Each is its own
+    student's grading process, forked as always; it starts its sandboxed probe child, which loads torch
+    while the slots are busy, and waits for its turn before it reads the submission. No process or
+    child ever serves two students: what is started ahead is only the import, not a shared warm state.
+    """
 
     name = "local"
 
-    def __init__(self, jobs: int, gpus: list[str], per_gpu: int = 1, scratch: Path | None = None):
+    def __init__(self, jobs: int, gpus: list[str], per_gpu: int = 1, scratch: Path | None = None, ahead: int = 0):
         self.jobs = max(1, jobs)
+        self.ahead = max(0, ahead)
         self._cpu = threading.BoundedSemaphore(self.jobs)
+        self._started = threading.BoundedSemaphore(self.jobs + self.ahead)  # gradings alive on the CPUs
         self._gpus: queue.Queue[str] = queue.Queue()
         # Round-robin order (0, 1, 0, 1, ...): with fewer trainings than slots, they spread over GPUs first.
         for _ in range(max(1, per_gpu)):
@@ -56,12 +65,17 @@ class LocalEngine:
                 return run_unit(unit, self.scratch)
             finally:
                 self._gpus.put(gpu)
+        unit.gpu = None
+        if self.ahead and unit.launch == "fork" and forkrun.available():
+            with self._started:
+                started = start_unit(unit, self.scratch, ahead=True)
+                with self._cpu:
+                    return started.finish()
         with self._cpu:
-            unit.gpu = None
             return run_unit(unit, self.scratch)
 
     def concurrency(self) -> int:
-        return self.jobs + self.gpu_slots
+        return self.jobs + self.ahead + self.gpu_slots
 
     def close(self) -> None:
         return None
@@ -100,10 +114,16 @@ def detect_gpus() -> list[str]:
 
 
 def make_engine(
-    name: str, jobs: int, gpus: list[str], per_gpu: int, scratch: Path | None, address: str | None = None
+    name: str,
+    jobs: int,
+    gpus: list[str],
+    per_gpu: int,
+    scratch: Path | None,
+    address: str | None = None,
+    ahead: int = 0,
 ) -> Engine:
     if name == "local":
-        return LocalEngine(jobs, gpus, per_gpu, scratch)
+        return LocalEngine(jobs, gpus, per_gpu, scratch, ahead)
     if name == "ray":
         from grader.batch.ray_engine import RayEngine
 

@@ -16,6 +16,8 @@ import multiprocessing
 import multiprocessing.context
 import os
 import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 PROCESS_NAME = b"s6-batch-grade"  # at most 15 bytes (the kernel's comm)
@@ -44,16 +46,26 @@ def start(
     memory_mb: int | None,
     threads: int,
     name: bytes = PROCESS_NAME,
+    turn: Connection | None = None,
 ) -> multiprocessing.context.ForkServerProcess:
     """Start ``grade ARGV`` (the arguments after ``grade``) in a forked process named ``name`` (at most 15
-    bytes); returns it started."""
-    process = _ctx().Process(target=_child, args=(argv, str(log_path), env, memory_mb, threads, name), daemon=False)
+    bytes); returns it started. ``turn``: the grading starts its probe child, then waits until something
+    arrives there (the batch's CPU slot is free) before it reads the submission."""
+    process = _ctx().Process(
+        target=_child, args=(argv, str(log_path), env, memory_mb, threads, name, turn), daemon=False
+    )
     process.start()
     return process
 
 
 def _child(
-    argv: list[str], log_path: str, env: dict[str, str], memory_mb: int | None, threads: int, name: bytes
+    argv: list[str],
+    log_path: str,
+    env: dict[str, str],
+    memory_mb: int | None,
+    threads: int,
+    name: bytes,
+    turn: Connection | None = None,
 ) -> None:
     import ctypes
     import resource
@@ -85,7 +97,7 @@ def _child(
         torch.set_num_threads(max(1, threads))  # OMP_NUM_THREADS is read at import, which already happened
         from grader.cli import main
 
-        code = main(argv)
+        code = main(argv, wait_turn=_waiter(turn) if turn is not None else None)
     except SystemExit as exc:  # argparse errors
         code = exc.code if isinstance(exc.code, int) else 2
     except BaseException:
@@ -96,3 +108,19 @@ def _child(
     # A normal exit (multiprocessing turns SystemExit into the exit code) runs the finalizers, so that
     # locks the grading made (tqdm makes multiprocessing ones) are released and not reported as leaked.
     sys.exit(code)
+
+
+def _waiter(turn: Connection) -> Callable[[float | None], bool]:
+    """``wait_turn(timeout)``: True once the batch says go; the batch gone (the pipe closed) ends this
+    process, whose grading nobody would collect."""
+
+    def wait_turn(timeout: float | None) -> bool:
+        if not turn.poll(timeout):
+            return False
+        try:
+            turn.recv_bytes()
+        except EOFError:
+            os._exit(1)
+        return True
+
+    return wait_turn

@@ -15,6 +15,7 @@ of its own).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from grader.batch import forkrun
@@ -84,47 +86,103 @@ class UnitOutput:
 
 def run_unit(unit: Unit, scratch: Path | None = None) -> UnitOutput:
     """Run the grader on ``unit`` and collect its output; never raises for what the grader does."""
+    return start_unit(unit, scratch).finish()
+
+
+def start_unit(unit: Unit, scratch: Path | None = None, ahead: bool = False) -> StartedUnit:
+    """Start the grader on ``unit``; ``finish()`` waits for it and collects its output.
+
+    ``ahead``: the grading is forked now but waits for its turn (``finish`` gives it): meanwhile its
+    sandboxed probe child loads its libraries, and nothing of the submission is read. The caller
+    takes a CPU slot between the two calls, so the slot is held only while the grading works."""
     tmp = Path(tempfile.mkdtemp(prefix=f"batch-{unit.student[:40]}-", dir=scratch))
-    out = tmp / "out"
-    log_path = tmp / "grader.log"
-    command = unit.command(out)
-    started = time.monotonic()
-    error = None
+    started = StartedUnit(unit, tmp, unit.command(tmp / "out"))
     try:
+        started.handle = _start(unit, started.command, started.log_path, ahead)
+    except OSError as exc:
+        started.error = Failure(ErrorKind.BATCH_ERROR, f"could not start the grader: {exc}").to_dict()
+    return started
+
+
+@dataclass
+class StartedUnit:
+    """A grading process that was started, and what ``finish`` needs to wait for it and collect."""
+
+    unit: Unit
+    tmp: Path
+    command: list[str]
+    handle: _Handle | None = None
+    error: dict | None = None  # it could not be started
+    since: float = field(default_factory=time.monotonic)
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / "grader.log"
+
+    def finish(self) -> UnitOutput:
+        """Give the grading its turn, wait for it within the unit's limit, collect; never raises for what
+        the grader does. The limit counts from the turn."""
+        unit, handle = self.unit, self.handle
         try:
-            proc = _start(unit, command, log_path)
-        except OSError as exc:
-            return UnitOutput(
-                {}, None, 0.0, "", Failure(ErrorKind.BATCH_ERROR, f"could not start the grader: {exc}").to_dict()
+            if handle is None:
+                return UnitOutput({}, None, 0.0, "", self.error)
+            waited = handle.go()
+            started = time.monotonic()
+            error = None
+            if not handle.wait(unit.timeout_s):
+                error = Failure(
+                    ErrorKind.TIMEOUT, f"grading took more than {unit.timeout_s:g} s and was killed"
+                ).to_dict()
+                kill_tree(handle.pid)  # while it is alive, so that its descendants can still be found
+            _kill_group(handle.pid)  # whatever it left running in its group
+            returncode = handle.reap()
+            wall = time.monotonic() - started
+            text = (
+                self.log_path.read_bytes()[-LOG_MAX_CHARS:].decode(errors="replace") if self.log_path.exists() else ""
             )
-        if not proc.wait(unit.timeout_s):
-            error = Failure(ErrorKind.TIMEOUT, f"grading took more than {unit.timeout_s:g} s and was killed").to_dict()
-            kill_tree(proc.pid)  # while it is alive, so that its descendants can still be found
-        _kill_group(proc.pid)  # whatever it left running in its group
-        returncode = proc.reap()
-        wall = time.monotonic() - started
-        text = log_path.read_bytes()[-LOG_MAX_CHARS:].decode(errors="replace") if log_path.exists() else ""
-        files = _collect(out)
-        header = f"$ {' '.join(command)}\nstarted by {unit.launch}, exit status {returncode}, {wall:.1f} s\n"
-        output = UnitOutput(files, returncode, wall, header + text, error)
-        if output.error is None and output.results() is None:
-            output.error = _crash(returncode, text)
-        return output
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            files = _collect(self.tmp / "out")
+            how = unit.launch + (f", {started - self.since:.1f} s before its turn" if waited else "")
+            header = f"$ {' '.join(self.command)}\nstarted by {how}, exit status {returncode}, {wall:.1f} s\n"
+            output = UnitOutput(files, returncode, wall, header + text, error)
+            if output.error is None and output.results() is None:
+                output.error = _crash(returncode, text)
+            return output
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class _Handle:
-    """A started grading, whichever way it was started: wait with a limit, then reap."""
+    """A started grading, whichever way it was started: give it its turn, wait with a limit, then reap."""
 
-    def __init__(self, pid: int, wait: Callable[[float | None], bool], reap: Callable[[], int | None]):
-        self.pid, self.wait, self.reap = pid, wait, reap
+    def __init__(
+        self,
+        pid: int,
+        wait: Callable[[float | None], bool],
+        reap: Callable[[], int | None],
+        turn: Connection | None = None,
+    ):
+        self.pid, self.wait, self.reap, self._turn = pid, wait, reap, turn
+
+    def go(self) -> bool:
+        """Tell a grading started ahead that its turn has come; False when it was not started ahead."""
+        if self._turn is None:
+            return False
+        try:
+            self._turn.send_bytes(b"go")
+        except OSError:  # it died while it waited: its exit status says how
+            pass
+        finally:
+            self._turn.close()
+        return True
 
 
-def _start(unit: Unit, command: list[str], log_path: Path) -> _Handle:
+def _start(unit: Unit, command: list[str], log_path: Path, ahead: bool = False) -> _Handle:
     memory = unit.memory_mb if not unit.gpu else None  # CUDA maps far more than it uses
     if unit.launch == "fork" and forkrun.available():
-        process = forkrun.start(command[3:], log_path, _env(unit), memory, unit.threads)
+        theirs, turn = multiprocessing.Pipe(duplex=False) if ahead else (None, None)  # (its end, ours)
+        process = forkrun.start(command[3:], log_path, _env(unit), memory, unit.threads, turn=theirs)
+        if theirs is not None:
+            theirs.close()  # the child has its own copy
 
         def wait_fork(timeout: float | None) -> bool:
             process.join(timeout)
@@ -135,7 +193,7 @@ def _start(unit: Unit, command: list[str], log_path: Path) -> _Handle:
             return process.exitcode
 
         assert process.pid is not None  # forkrun.start returns it started
-        return _Handle(process.pid, wait_fork, reap_fork)
+        return _Handle(process.pid, wait_fork, reap_fork, turn)
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
             _launcher(command, memory),

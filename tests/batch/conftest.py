@@ -43,8 +43,8 @@ def class_folder(shared_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def graded_class(class_folder: Path, shared_root: Path) -> GradedClass:
-    """The class graded once, 2 jobs, without training, with Gradescope files. Read only: every worker
-    reads it, so a test that changes it works on a copy."""
+    """The class graded once, 2 jobs and one grading started ahead of its turn, without training, with
+    Gradescope files. Read only: every worker reads it, so a test that changes it works on a copy."""
     out = shared_root / "graded" / "out"
     ran = shared_root / "graded" / "process.json"
     with once_per_run(shared_root, "graded") as build:
@@ -52,7 +52,8 @@ def graded_class(class_folder: Path, shared_root: Path) -> GradedClass:
             out.parent.mkdir(parents=True, exist_ok=True)
             proc = run_batch(
                 class_folder,
-                *("--out", out, "--jobs", "2", "--no-train", "--timeout", CLASS_TIMEOUT, "--format", "gradescope"),
+                *("--out", out, "--jobs", "2", "--ahead", "1", "--no-train", "--timeout", CLASS_TIMEOUT),
+                *("--format", "gradescope"),
             )
             ran.write_text(
                 json.dumps(

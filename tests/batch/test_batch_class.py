@@ -79,6 +79,8 @@ def test_typed_errors_and_logs(graded_class: GradedClass) -> None:
     bomb = json.loads((out / "bomb" / "results.json").read_text())
     assert "bytes" in bomb["error"]["message"]
     assert "--no-train" in (out / "good" / "log.txt").read_text()
+    for student in ("good", "broken", "hanging", "maxpool"):  # each started ahead (--ahead 1), then its turn
+        assert " s before its turn" in (out / student / "log.txt").read_text(), student
     # The zip was unwrapped: its single top folder is what was graded.
     maxpool = json.loads((out / "maxpool" / "results.json").read_text())
     assert maxpool["submission"]["name"] == "S6-main"
