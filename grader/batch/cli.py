@@ -22,6 +22,9 @@ examples:
                                                     the same work on a Ray cluster
   grade batch subs/ --out grades/ --only alice bob --force
                                                     regrade two students
+  grade batch subs/ --out grades/ --jobs 1 --ahead 1
+                                                    one grading at a time (its memory), the next one's
+                                                    sandboxed probe loading torch on the idle core
 
 Re-running the same command resumes: a student whose submission, rubric and mode are unchanged is not
 graded again (--force regrades). Outputs: DIR/grades.csv, DIR/results.json, DIR/index.html and

@@ -38,7 +38,7 @@ def test_other_students_folders_are_unreadable(tmp_path, layer):
     model = subs / "alice" / "model.py"
     model.write_text(_PEEK.format(other=str(subs / "bob")) + model.read_text())
     out = tmp_path / "grades"
-    proc = _batch(str(subs), "--out", str(out), "--no-train", "--jobs", "2", "--isolation", layer)
+    proc = _batch(str(subs), "--out", str(out), "--no-train", "--jobs", "1", "--ahead", "1", "--isolation", layer)
     alice = json.loads((out / "alice" / "results.json").read_text())
     assert alice["error"] is None, (alice["error"], proc.stderr[-1500:])
     assert alice["facts"]["sandbox"]["isolation"] == layer

@@ -159,7 +159,8 @@ def test_two_students_of_one_batch_pass_no_file_through_dev_shm_or_tmp(tmp_path,
     hostile(subs / "alice", _NOTES.format(mine=f"{tag}-alice", theirs=f"{tag}-bob"))
     hostile(subs / "bob", _NOTES.format(mine=f"{tag}-bob", theirs=f"{tag}-alice"))
     out = tmp_path / "grades"
-    proc = batch(str(subs), "--out", str(out), "--no-train", "--jobs", "2", "--isolation", layer)
+    # Two at work, and a third slot started ahead: the gradings overlap however the batch schedules them.
+    proc = batch(str(subs), "--out", str(out), "--no-train", "--jobs", "2", "--ahead", "1", "--isolation", layer)
     for student in ("alice", "bob"):
         results = json.loads((out / student / "results.json").read_text())
         assert results["error"] is None, (student, results["error"], proc.stderr[-1500:])
@@ -200,7 +201,8 @@ def test_a_child_that_fills_its_dev_shm_and_tmpdir_leaves_nothing_and_the_next_s
     hostile(subs / "a_filler", _FILL.format(tag=tag))
     shutil.copytree(BASE, subs / "b_next")
     out = tmp_path / "grades"
-    proc = batch(str(subs), "--out", str(out), "--no-train", "--jobs", "1", "--isolation", layer)
+    # One at work, the next started ahead: its probe child loads while the filler fills its own folders.
+    proc = batch(str(subs), "--out", str(out), "--no-train", "--jobs", "1", "--ahead", "1", "--isolation", layer)
     filler = json.loads((out / "a_filler" / "results.json").read_text())
     assert filler["error"] is None, (filler["error"], proc.stderr[-1500:])
     (_shm, shm_mb, shm_why), (tmpdir, tmp_mb, tmp_why) = printed(filler["output"], "FILLED")
