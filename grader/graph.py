@@ -69,9 +69,85 @@ DROPOUTS = frozenset(
     }
 )
 
+# The op families below are shared with the analyses (grader.analysis.windows and .layers), which
+# group them by what they do to a feature map; the allowlist is their union plus the rest.
+# Normalisations in their aten spellings: per-channel affine in eval mode.
+NORMS = frozenset(
+    {
+        "batch_norm",
+        "_native_batch_norm_legit_no_training",
+        "native_batch_norm",
+        "_native_batch_norm_legit",
+        "group_norm",
+        "native_group_norm",
+        "instance_norm",
+        "layer_norm",
+        "native_layer_norm",
+    }
+)
+# Copies, aliases and dtype/device moves: the values pass through unchanged.
+COPIES = frozenset(
+    {"clone", "contiguous", "alias", "detach", "detach_", "_to_copy", "to", "type_as", "lift_fresh_copy"}
+)
+# Elementwise arithmetic.
+ARITHMETIC = frozenset(
+    {
+        "add",
+        "add_",
+        "sub",
+        "sub_",
+        "mul",
+        "mul_",
+        "div",
+        "div_",
+        "neg",
+        "abs",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "exp",
+        "log",
+        "clamp_",
+        "reciprocal",
+        "square",
+        "sign",
+        "floor",
+        "ceil",
+        "round",
+        "lerp",
+        "addcmul",
+        "addcdiv",
+        "rsub",
+    }
+)
+# Elementwise choices between values (an elementwise max of shifted maps is max pooling by hand).
+SELECTIONS = frozenset({"maximum", "minimum", "where", "clamp", "clamp_min", "clamp_max"})
+COMPARISONS = frozenset({"gt", "ge", "lt", "le", "eq", "ne"})
+# Factories, sizes and asserts that export inserts: no feature map goes in.
+FACTORIES = frozenset(
+    {
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "scalar_tensor",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "empty_like",
+        "sym_size",
+        "sym_numel",
+        "sym_stride",
+        "_assert_scalar",
+        "sym_constrain_range_for_size",
+        "_assert_tensor_metadata",
+    }
+)
+
 # aten operators a CIFAR-10 CNN may legitimately use; anything else is refused with its name.
 ALLOWED_ATEN = {
     # convolution, normalisation, linear
+    *NORMS,
     "conv2d",
     "convolution",
     "conv1d",
@@ -82,15 +158,6 @@ ALLOWED_ATEN = {
     "bmm",
     "matmul",
     "t",
-    "batch_norm",
-    "_native_batch_norm_legit_no_training",
-    "native_batch_norm",
-    "_native_batch_norm_legit",
-    "layer_norm",
-    "native_layer_norm",
-    "group_norm",
-    "native_group_norm",
-    "instance_norm",
     # pooling (max pooling is allowed here so that the no_maxpool rule can see it)
     "avg_pool2d",
     "adaptive_avg_pool2d",
@@ -120,46 +187,12 @@ ALLOWED_ATEN = {
     "_softmax",
     # dropout (eval mode: identity)
     *DROPOUTS,
-    # elementwise arithmetic
-    "add",
-    "add_",
-    "sub",
-    "sub_",
-    "mul",
-    "mul_",
-    "div",
-    "div_",
-    "neg",
-    "abs",
-    "pow",
-    "sqrt",
-    "rsqrt",
-    "exp",
-    "log",
-    "clamp",
-    "clamp_",
-    "clamp_min",
-    "clamp_max",
-    "minimum",
-    "maximum",
-    "where",
-    "reciprocal",
-    "square",
-    "sign",
-    "floor",
-    "ceil",
-    "round",
-    "lerp",
-    "addcmul",
-    "addcdiv",
-    "rsub",
-    "eq",
-    "ne",
-    "gt",
-    "lt",
-    "ge",
-    "le",
-    # shape
+    # elementwise arithmetic, choices and comparisons
+    *ARITHMETIC,
+    *SELECTIONS,
+    *COMPARISONS,
+    # copies and shape
+    *COPIES,
     "view",
     "reshape",
     "_unsafe_view",
@@ -170,8 +203,6 @@ ALLOWED_ATEN = {
     "unsqueeze",
     "permute",
     "transpose",
-    "contiguous",
-    "clone",
     "expand",
     "expand_as",
     "repeat",
@@ -196,30 +227,9 @@ ALLOWED_ATEN = {
     "upsample_nearest2d",
     "upsample_bilinear2d",
     "_upsample_nearest_exact2d",
-    "alias",
-    "detach",
-    "detach_",
-    "lift_fresh_copy",
-    "_to_copy",
-    "to",
-    "type_as",
     "view_as",
     # factories, sizes and asserts that export inserts
-    "zeros",
-    "ones",
-    "full",
-    "zeros_like",
-    "ones_like",
-    "full_like",
-    "empty_like",
-    "arange",
-    "scalar_tensor",
-    "sym_size",
-    "sym_numel",
-    "sym_stride",
-    "_assert_scalar",
-    "sym_constrain_range_for_size",
-    "_assert_tensor_metadata",
+    *FACTORIES,
     "scaled_dot_product_attention",
 }
 ALLOWED_OPERATORS = {

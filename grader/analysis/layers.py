@@ -11,33 +11,11 @@ from typing import Any, TypedDict
 
 from grader.analysis.tensors import bn_counters, bn_statistics
 from grader.analysis.windows import arg, hand_written, hw_of, propagate
-from grader.graph import ACTIVATIONS, DROPOUTS, LoadedGraph, Node
+from grader.graph import ACTIVATIONS, COPIES, DROPOUTS, NORMS, LoadedGraph, Node
 
 # Ops that pass a feature map through without looking at neighbours (the RF and the
 # depthwise -> pointwise link go straight through them).
-POINTWISE = {
-    *ACTIVATIONS,
-    *DROPOUTS,
-    "batch_norm",
-    "_native_batch_norm_legit_no_training",
-    "native_batch_norm",
-    "_native_batch_norm_legit",
-    "clone",
-    "contiguous",
-    "alias",
-    "detach",
-    "detach_",
-    "_to_copy",
-    "to",
-    "type_as",
-    "lift_fresh_copy",
-    "group_norm",
-    "native_group_norm",
-    "instance_norm",
-    "layer_norm",
-    "native_layer_norm",
-    "_assert_tensor_metadata",
-}
+POINTWISE = {*ACTIVATIONS, *DROPOUTS, *NORMS, *COPIES, "_assert_tensor_metadata"}
 MAXPOOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d", "max_pool1d", "fractional_max_pool2d"}
 # After global average pooling only these may follow (the classifier head).
 HEAD_OPS = POINTWISE | {
