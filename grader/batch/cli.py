@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ahead",
         type=int,
         metavar="N",
-        help="gradings started before a CPU slot is free, each loading its sandboxed probe's libraries while"
+        help="gradings started before a CPU slot is free (local engine), each loading its sandboxed probe's libraries while"
         " it waits; none reads its submission before its turn (default: the cores --jobs leaves idle)",
     )
     add_train_switch(
