@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None, *, wait_turn: Callable[[float | None], b
 
     ``wait_turn``: a batch's grading started ahead of its turn. The probe child is started (it loads
     its libraries meanwhile), then ``wait_turn(seconds)`` blocks until the turn comes (False: not yet)
-    before anything of the submission is read."""
+    before the submission's files are read (the batch hands a folder; a zip or notebook given to the
+    CLI is unpacked into a folder first)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     # Before torch loads: idle OpenMP threads sleep instead of spinning. The grader always shares the
