@@ -36,10 +36,9 @@ def preload() -> None:
             importlib.import_module(name)
     # The report's templates, compiled once here rather than in every grading.
     with contextlib.suppress(Exception):
-        from grader.report.html import environment
+        from grader.report.html import compile_templates
 
-        for name in ("report.html.j2", "_training.html.j2", "_evidence.html.j2"):
-            environment().get_template(name)
+        compile_templates()
     # The sandbox's one-off probes of this machine (can bubblewrap run? can `nobody` run Python?).
     with contextlib.suppress(Exception):
         from grader.sandbox import bubblewrap_works, drop_to_nobody

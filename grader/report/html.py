@@ -30,6 +30,10 @@ ROLE_ORDER = (
 )
 
 
+# report.html and its optional sections (grader.report.sections): what every grading renders.
+REPORT_TEMPLATES = ("report.html.j2", "_training.html.j2", "_evidence.html.j2")
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     """The report's one Jinja environment per process: its templates compile once (the batch's fork
@@ -45,6 +49,13 @@ def environment() -> jinja2.Environment:
     env.filters["num"] = _num
     env.filters["role_counts"] = role_counts
     return env
+
+
+def compile_templates() -> None:
+    """Compile the report's templates now, into the one environment (the batch's fork server does this
+    before it forks the gradings)."""
+    for name in REPORT_TEMPLATES:
+        environment().get_template(name)
 
 
 def _num(value: object) -> str:
