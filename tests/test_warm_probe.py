@@ -56,16 +56,23 @@ def wait_for_warm_probe(timeout_s: float = 30.0) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_the_probe_child_runs_while_the_submission_is_still_being_read(tmp_path, monkeypatch):
-    real = pipeline.discover
-    seen = {}
+def seen_while_called(monkeypatch, module, name: str) -> dict:
+    """Wrap ``module.name``: each call first records, as ``seen["probe_running"]``, whether this
+    process's warm probe child is running, then calls the real function."""
+    real = getattr(module, name)
+    seen: dict = {}
 
-    def discover(*args, **kwargs):
+    def spy(*args, **kwargs):
         seen["probe_running"] = wait_for_warm_probe()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "discover", discover)
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_the_probe_child_runs_while_the_submission_is_still_being_read(tmp_path, monkeypatch):
+    seen = seen_while_called(monkeypatch, pipeline, "discover")
     results = grade(REPO / "reference_solution", GradeOptions(rubric=load_rubric(), out_dir=tmp_path / "out"))
     assert seen["probe_running"]
     assert results["error"] is None
@@ -87,14 +94,7 @@ def test_a_probe_not_needed_ends_unused(tmp_path, monkeypatch):
 def test_the_cli_starts_the_probe_before_its_own_checks(tmp_path, monkeypatch):
     """`grade` starts the child before its precheck (discovery of what can be graded at all) and hands
     that child to the grading: one probe, running while the precheck reads the submission."""
-    real = cli._precheck
-    seen = {}
-
-    def precheck(*args, **kwargs):
-        seen["probe_running"] = wait_for_warm_probe()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cli, "_precheck", precheck)
+    seen = seen_while_called(monkeypatch, cli, "_precheck")
     started = []
     monkeypatch.setattr(pipeline, "start_probe", lambda opts: started.append(opts) or real_start(opts))
     code = cli.main([str(REPO / "reference_solution"), "--no-train", "--out", str(tmp_path / "out"), "-q"])
