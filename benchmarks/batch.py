@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import cpu_jiffies
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_PER_MIN = 30.0  # issue 26's goal on a 2-core machine
 
@@ -42,11 +44,11 @@ def run(subs: Path, out: Path, jobs: int, ahead: str, timeout: float) -> dict:
     command = [sys.executable, "-m", "grader", "batch", str(subs), "--out", str(out), "--jobs", str(jobs)]
     command += ["--no-train", "--quiet", "--timeout", str(timeout)]
     command += ["--ahead", str(jobs) if ahead == "jobs" else ahead]
-    busy_before = busy_seconds()
+    busy_before = cpu_jiffies()[0]
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    busy = busy_seconds() - busy_before
+    busy = (cpu_jiffies()[0] - busy_before) / os.sysconf("SC_CLK_TCK")
     graded = len(list(out.glob("*/done.json")))
     if graded == 0:
         raise SystemExit(f"the batch graded nothing (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -58,15 +60,6 @@ def run(subs: Path, out: Path, jobs: int, ahead: str, timeout: float) -> dict:
         "per_min": round(60 * graded / wall, 2),
         "cpu_s_each": round(busy / graded, 2) if busy else None,
     }
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy (every core, every process; /proc/stat, Linux), 0 elsewhere."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict:

@@ -23,21 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import cpu_jiffies
+
 REPO = Path(__file__).resolve().parent.parent
 GOAL_S = 8 * 60  # issue 26: the suite in 8 minutes on the 2-core development machine
 DURATION = re.compile(r"^\s*([\d.]+)s (setup|call|teardown)\s+(\S+?)::")
 
 
-def busy_jiffies() -> tuple[int, int]:
-    """The machine's busy and total CPU time so far (/proc/stat, every core, every process)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
-
-
 def run_suite(pytest_args: list[str], grading_log: Path) -> tuple[float, float, str]:
     """The suite's wall seconds, the cores the machine kept busy meanwhile (whatever ran), its output."""
-    busy_before, total_before = busy_jiffies()
+    busy_before, total_before = cpu_jiffies()
     start = time.perf_counter()
     proc = subprocess.run(
         [
@@ -57,7 +52,7 @@ def run_suite(pytest_args: list[str], grading_log: Path) -> tuple[float, float, 
         text=True,
     )
     wall = time.perf_counter() - start
-    busy_after, total_after = busy_jiffies()
+    busy_after, total_after = cpu_jiffies()
     cores = (busy_after - busy_before) / max(1, total_after - total_before) * (os.cpu_count() or 1)
     return wall, cores, proc.stdout + proc.stderr
 
