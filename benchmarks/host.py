@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 
@@ -14,3 +16,14 @@ def cpu_jiffies() -> tuple[int, int]:
         return 0, 0
     idle = fields[3] + fields[4]  # idle, iowait
     return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def machine() -> str:
+    """One line for a benchmark's table: cores, CPU model, Python."""
+    cpu = ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"

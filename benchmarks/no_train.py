@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from host import machine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,16 +80,6 @@ def capture_share(runs: int) -> list[tuple[str, float, dict]]:
             grading = json.loads((out / "results.json").read_text())
             rows.append((name, wall, (probe.get("timings") or {}) | {"grader": grading.get("timings") or {}}))
     return rows
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 def main() -> None:
